@@ -1,0 +1,47 @@
+"""flatmin: measure and find flat minima (Ahn, Jadbabaie, Sra, ICML 2024).
+
+Importing flatmin switches JAX to float64: every quantity here (third derivatives, projections,
+per-step decreases of order eps^3) needs it.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from flatmin.problem import Problem, list_problems, make_problem, register_problem  # noqa: E402
+from flatmin.flatness import (  # noqa: E402
+    flatness,
+    hutchinson_trace,
+    is_flat,
+    limit_map,
+    normalized_trace,
+    tangent_gradient,
+    tangent_projector,
+)
+from flatmin.algorithms import (  # noqa: E402
+    ALGORITHMS,
+    DivergenceError,
+    perturbation,
+    run,
+)
+from flatmin.theory import theory_params  # noqa: E402
+
+__all__ = [
+    "ALGORITHMS",
+    "DivergenceError",
+    "Problem",
+    "flatness",
+    "hutchinson_trace",
+    "is_flat",
+    "limit_map",
+    "list_problems",
+    "make_problem",
+    "normalized_trace",
+    "perturbation",
+    "register_problem",
+    "run",
+    "tangent_gradient",
+    "tangent_projector",
+    "theory_params",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,357 @@
+"""The algorithms: GD, RS (Algorithm 1), SA (Algorithm 2) and the baselines SGD, SAM and RS
+without projection, as pure step functions, plus :func:`run`, the compiled multi-seed loop.
+
+Every step has the signature ``step(x (d,), key, t) -> (x_next (d,), perturbed ())``, where
+``perturbed`` says whether the perturbed branch was taken (always False for GD/SGD/SAM).
+
+RS and SA (NOTES.md §2-3)::
+
+    if ||grad f(x)|| > eps0:  x <- x - eta * grad f(x)
+    else:                     x <- x - eta_prime * (grad f(x) + Proj_perp(grad f(x)) [w])
+
+with ``w = grad f(x + rho g)``, ``g`` uniform on the unit sphere (RS), or
+``w = grad f_B(x + rho s u)``, ``u = grad f_B(x) / ||grad f_B(x)||``, ``B`` a uniform mini-batch of
+``batch_size`` samples drawn without replacement, ``s`` a uniform sign (SA; ``batch_size = 1`` is the
+algorithm analysed). When ``grad f_B(x) = 0`` exactly, SA takes the direction of
+``grad f_B(x + xi)`` with ``xi`` uniform on the sphere of radius ``fallback_radius`` (Remark 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from flatmin.flatness import flat_test, flatness_fn
+from flatmin.problem import Array, Problem
+
+#: Parameters each algorithm requires; ``optional`` ones have the defaults below.
+REQUIRED = {
+    "gd": ("eta",),
+    "sgd": ("eta", "batch_size"),
+    "sam": ("eta", "rho", "batch_size"),
+    "rs": ("eta", "eta_prime", "rho", "eps0"),
+    "rs_noproj": ("eta", "eta_prime", "rho", "eps0"),
+    "sa": ("eta", "eta_prime", "rho", "eps0", "batch_size"),
+}
+ALGORITHMS = tuple(REQUIRED)
+TRAINING_LOSS_ONLY = ("sgd", "sam", "sa")
+DEFAULTS = {"fallback_radius": 1e-9, "final_gd_steps": 0}
+ALL_PARAMS = ("eta", "eta_prime", "rho", "eps0", "batch_size", *DEFAULTS)
+
+
+class DivergenceError(FloatingPointError):
+    """An iterate became NaN or infinite; the message names the step, seed and parameters."""
+
+
+def check_params(problem: Problem, algorithm: str, params: dict) -> dict:
+    """Validate ``params`` for ``algorithm`` on ``problem``; return them with defaults filled in.
+
+    Raises ``ValueError`` naming the bad algorithm, key or value and the allowed ones.
+    """
+    if algorithm not in REQUIRED:
+        raise ValueError(f"unknown algorithm {algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+    if algorithm in TRAINING_LOSS_ONLY and not problem.is_training_loss:
+        raise ValueError(
+            f"algorithm {algorithm!r} needs a training loss (sample_losses); problem "
+            f"{problem.name!r} has none. Use one of: gd, rs, rs_noproj"
+        )
+    unknown = set(params) - set(ALL_PARAMS) - {"steps"}
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {algorithm!r}; allowed: {ALL_PARAMS}")
+    missing = [name for name in REQUIRED[algorithm] if name not in params]
+    if missing:
+        raise ValueError(f"algorithm {algorithm!r} needs parameter(s) {missing}; got {sorted(params)}")
+    full = {**DEFAULTS, **{k: v for k, v in params.items() if k != "steps"}}
+    for name in ("eta", "eta_prime", "rho", "fallback_radius"):
+        if name in full and not (math.isfinite(full[name]) and full[name] > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {full[name]!r}")
+    if "eps0" in full and not full["eps0"] > 0:
+        raise ValueError(f"eps0 must be > 0 (math.inf: always perturb), got {full['eps0']!r}")
+    if "batch_size" in full:
+        n = problem.num_samples
+        if not (isinstance(full["batch_size"], (int, np.integer)) and 1 <= full["batch_size"] <= n):
+            raise ValueError(f"batch_size must be an integer in [1, n={n}], got {full['batch_size']!r}")
+    if not (isinstance(full["final_gd_steps"], (int, np.integer)) and full["final_gd_steps"] >= 0):
+        raise ValueError(f"final_gd_steps must be an integer >= 0, got {full['final_gd_steps']!r}")
+    return full
+
+
+def project_out(u: Array, w: Array) -> Array:
+    """``Proj_perp(u)[w] = w - <u, w> u / ||u||^2``, and ``w`` itself when ``u = 0``."""
+    uu = u @ u
+    safe = jnp.where(uu > 0, uu, 1.0)
+    return jnp.where(uu > 0, w - (u @ w) / safe * u, w)
+
+
+def _unit_sphere(key: Array, dim: int) -> Array:
+    g = jax.random.normal(key, (dim,), dtype=jnp.float64)
+    return g / jnp.linalg.norm(g)
+
+
+def _batch_loss(problem: Problem, batch_size: int, key: Array):
+    idx = jax.random.choice(key, problem.num_samples, (batch_size,), replace=False)
+    return lambda y: jnp.mean(problem.losses_of(y, idx))
+
+
+def rs_direction(problem: Problem, x: Array, rho: float, key: Array, project: bool = True) -> Array:
+    """RS perturbation ``v = Proj_perp(grad f(x)) [grad f(x + rho g)]``, ``g ~ U(S^{d-1})``."""
+    grad = jax.grad(problem.loss)
+    w = grad(x + rho * _unit_sphere(key, problem.dim))
+    return project_out(grad(x), w) if project else w
+
+
+def sa_direction(
+    problem: Problem,
+    x: Array,
+    rho: float,
+    key: Array,
+    batch_size: int = 1,
+    fallback_radius: float = DEFAULTS["fallback_radius"],
+) -> Array:
+    """SA perturbation ``v = Proj_perp(grad f(x)) [grad f_B(x + rho s u)]`` (see module docstring)."""
+    key_batch, key_sign, key_fallback = jax.random.split(key, 3)
+    batch_grad = jax.grad(_batch_loss(problem, batch_size, key_batch))
+    g_batch = batch_grad(x)
+    # Remark 2: an exactly vanishing sample gradient has no direction; probe a nearby point.
+    xi = fallback_radius * _unit_sphere(key_fallback, problem.dim)
+    direction = jnp.where(jnp.linalg.norm(g_batch) > 0, g_batch, batch_grad(x + xi))
+    u = direction / jnp.linalg.norm(direction)
+    sign = jax.random.rademacher(key_sign, (), dtype=jnp.float64)
+    return project_out(jax.grad(problem.loss)(x), batch_grad(x + rho * sign * u))
+
+
+def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Array, **options) -> Array:
+    """One perturbation vector ``v`` (shape ``(d,)``) of ``'rs'``, ``'rs_noproj'`` or ``'sa'``.
+
+    ``options`` for SA: ``batch_size`` (default 1), ``fallback_radius``.
+    """
+    allowed = ("rs", "rs_noproj", "sa")
+    if algorithm not in allowed:
+        raise ValueError(f"unknown perturbation {algorithm!r}; allowed: {', '.join(allowed)}")
+    if not (math.isfinite(rho) and rho > 0):
+        raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
+    x = jnp.asarray(x, dtype=jnp.float64)
+    if algorithm == "sa":
+        check_params(problem, "sa", {"eta": 1.0, "eta_prime": 1.0, "rho": rho, "eps0": 1.0,
+                                     "batch_size": options.get("batch_size", 1), **options})
+        return sa_direction(problem, x, rho, key, **options)
+    if options:
+        raise TypeError(f"{algorithm!r} takes no options, got {sorted(options)}")
+    return rs_direction(problem, x, rho, key, project=algorithm == "rs")
+
+
+def make_step(problem: Problem, algorithm: str, params: dict):
+    """The pure step ``(x (d,), key, t) -> (x_next (d,), perturbed ())`` of ``algorithm``.
+
+    ``params`` are validated by :func:`check_params`; ``t`` is unused by the algorithms here but
+    kept in the signature so schedules can depend on it.
+    """
+    p = check_params(problem, algorithm, params)
+    grad = jax.grad(problem.loss)
+
+    if algorithm == "gd":
+        def step(x, key, t):
+            return x - p["eta"] * grad(x), jnp.array(False)
+
+    elif algorithm in ("sgd", "sam"):
+        def step(x, key, t):
+            key_batch, _ = jax.random.split(key)
+            batch_grad = jax.grad(_batch_loss(problem, p["batch_size"], key_batch))
+            if algorithm == "sgd":
+                return x - p["eta"] * batch_grad(x), jnp.array(False)
+            g = batch_grad(x)
+            norm = jnp.linalg.norm(g)
+            ascent = jnp.where(norm > 0, g / jnp.where(norm > 0, norm, 1.0), 0.0)
+            return x - p["eta"] * batch_grad(x + p["rho"] * ascent), jnp.array(False)
+
+    else:
+        def direction(x, key):
+            if algorithm == "sa":
+                return sa_direction(problem, x, p["rho"], key, p["batch_size"], p["fallback_radius"])
+            return rs_direction(problem, x, p["rho"], key, project=algorithm == "rs")
+
+        def step(x, key, t):
+            g = grad(x)
+            perturbed = jnp.linalg.norm(g) <= p["eps0"]
+            x_perturbed = x - p["eta_prime"] * (g + direction(x, key))
+            return jnp.where(perturbed, x_perturbed, x - p["eta"] * g), perturbed
+
+    return step
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """Output of :func:`run`.
+
+    Attributes:
+      metrics: tidy DataFrame, one row per (seed, checkpoint), columns ``step, seed, phase, loss,
+        grad_norm, perturbed_fraction`` and, with ``measure=True``, ``distance, loss_gap, trace,
+        tangent_grad_norm`` (:func:`flatmin.flatness`) and, with ``eps``, ``flat``.
+        ``perturbed_fraction`` is the fraction of steps since the previous checkpoint that took the
+        perturbed branch (the eps0 gate open).
+      final: last iterates, shape ``(num_seeds, d)``.
+      first_flat_step: with ``eps``, per seed the first checkpoint step whose iterate is
+        (eps, sqrt(eps))-flat, ``-1`` if none (resolution: ``record_every``); else None.
+    """
+
+    metrics: pd.DataFrame
+    final: np.ndarray
+    first_flat_step: np.ndarray | None = None
+
+
+def _seed_list(seeds) -> list[int]:
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a count >= 1 or a sequence of ints, got {seeds!r}")
+        return list(range(int(seeds)))
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    return seeds
+
+
+def _starting_points(problem: Problem, x0, seeds: Sequence[int]) -> Array:
+    if x0 is None:
+        starts = jnp.stack([problem.start(jax.random.PRNGKey(s)) for s in seeds])
+    else:
+        x0 = jnp.asarray(x0, dtype=jnp.float64)
+        if x0.shape == (problem.dim,):
+            starts = jnp.broadcast_to(x0, (len(seeds), problem.dim))
+        elif x0.shape == (len(seeds), problem.dim):
+            starts = x0
+        else:
+            raise ValueError(
+                f"x0 of shape {x0.shape} fits neither ({problem.dim},) nor (num_seeds={len(seeds)}, "
+                f"{problem.dim})"
+            )
+    bad = ~jnp.all(jnp.isfinite(starts), axis=1)
+    if bool(jnp.any(bad)):
+        raise ValueError(f"x0 has non-finite entries for seed(s) {np.asarray(seeds)[np.asarray(bad)].tolist()}")
+    return starts
+
+
+def _checkpoints(steps: int, record_every: int, final_gd_steps: int) -> np.ndarray:
+    main = np.unique(np.r_[np.arange(0, steps, record_every), steps])
+    if final_gd_steps:
+        return np.r_[main, steps + final_gd_steps]
+    return main
+
+
+def run(
+    problem: Problem,
+    algorithm: str,
+    x0,
+    params: dict,
+    steps: int,
+    seeds=1,
+    record_every: int | None = None,
+    *,
+    eps: float | None = None,
+    measure: bool = True,
+) -> RunResult:
+    """Run ``algorithm`` from ``x0`` for ``steps`` steps on every seed at once (vmap + lax.scan).
+
+    Args:
+      problem: the loss.
+      algorithm: one of :data:`ALGORITHMS`.
+      x0: ``(d,)`` shared start, ``(num_seeds, d)`` one per seed, or None for
+        ``problem.initial_point(PRNGKey(seed))``.
+      params: step parameters (:func:`check_params`); ``final_gd_steps`` (default 0) plain GD steps
+        at step size ``eta`` follow the ``steps`` main steps.
+      steps: number of main steps, >= 1.
+      seeds: a count ``S`` (seeds ``0..S-1``) or a sequence of ints; seed ``s`` drives step ``t``
+        through ``fold_in(PRNGKey(s), t)``, so results do not depend on ``record_every``.
+      record_every: checkpoint spacing (default ``max(1, steps // 100)``); steps 0, ``record_every``,
+        ..., ``steps`` (and ``steps + final_gd_steps``) are recorded.
+      eps: if given, adds the column ``flat`` and ``first_flat_step`` for (eps, sqrt(eps))-flatness
+        (distance criterion).
+      measure: compute the flatness measures (needs Phi at every checkpoint; turn off for large d).
+
+    Raises:
+      DivergenceError: an iterate became non-finite; names the first step, the seed and ``params``.
+    """
+    p = check_params(problem, algorithm, params)
+    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    record_every = max(1, steps // 100) if record_every is None else record_every
+    if not (isinstance(record_every, (int, np.integer)) and record_every >= 1):
+        raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")
+    if eps is not None and not measure:
+        raise ValueError("eps needs measure=True (the flat test uses Phi)")
+    seed_list = _seed_list(seeds)
+    starts = _starting_points(problem, x0, seed_list)
+    checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
+
+    step = make_step(problem, algorithm, p)
+    gd_step = make_step(problem, "gd", {"eta": p["eta"]})
+    iterates, perturbed, first_bad = _compiled_loop(step, gd_step, starts, seed_list, checkpoints, steps)
+
+    bad_seeds = np.flatnonzero(first_bad >= 0)
+    if bad_seeds.size:
+        s = bad_seeds[0]
+        raise DivergenceError(
+            f"{algorithm} on {problem.name!r} {problem.params} diverged: seed {seed_list[s]} gave a "
+            f"non-finite iterate at step {int(first_bad[s])} (params {p}); "
+            f"{bad_seeds.size} of {len(seed_list)} seeds diverged"
+        )
+    metrics = _metrics(problem, iterates, perturbed, seed_list, checkpoints, steps, measure, eps)
+    first_flat = None
+    if eps is not None:
+        flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
+        first_flat = np.array([flat_steps.get(s, -1) for s in seed_list])
+    return RunResult(metrics, np.asarray(iterates[:, -1]), first_flat)
+
+
+def _compiled_loop(step, gd_step, starts, seeds, checkpoints, main_steps):
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+    bounds = jnp.asarray(np.c_[checkpoints[:-1], checkpoints[1:]])
+
+    def one_seed(x0, key):
+        def one_step(t, carry):
+            x, count, first_bad = carry
+            k = jax.random.fold_in(key, t)
+            x_main, perturbed = step(x, k, t)
+            in_main = t < main_steps
+            x_next = jnp.where(in_main, x_main, gd_step(x, k, t)[0])
+            finite = jnp.all(jnp.isfinite(x_next))
+            first_bad = jnp.where((first_bad < 0) & ~finite, t + 1, first_bad)
+            return x_next, count + (perturbed & in_main), first_bad
+
+        def segment(carry, bound):
+            x, first_bad = carry
+            x, count, first_bad = jax.lax.fori_loop(bound[0], bound[1], one_step, (x, 0, first_bad))
+            return (x, first_bad), (x, count / (bound[1] - bound[0]))
+
+        (_, first_bad), (xs, fractions) = jax.lax.scan(segment, (x0, jnp.array(-1)), bounds)
+        return jnp.concatenate([x0[None], xs]), jnp.r_[0.0, fractions], first_bad
+
+    iterates, perturbed, first_bad = jax.jit(jax.vmap(one_seed))(starts, keys)
+    return iterates, np.asarray(perturbed), np.asarray(first_bad)
+
+
+def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, eps):
+    num_seeds, num_records, dim = iterates.shape
+    points = iterates.reshape(-1, dim)
+    loss = jax.jit(jax.vmap(problem.loss))(points)
+    grad_norm = jax.jit(jax.vmap(lambda x: jnp.linalg.norm(jax.grad(problem.loss)(x))))(points)
+    table = {
+        "step": np.tile(checkpoints, num_seeds),
+        "seed": np.repeat(seeds, num_records),
+        "phase": np.where(np.tile(checkpoints, num_seeds) > main_steps, "final_gd", "main"),
+        "loss": np.asarray(loss),
+        "grad_norm": np.asarray(grad_norm),
+        "perturbed_fraction": perturbed.reshape(-1),
+    }
+    if measure:
+        measures = jax.vmap(flatness_fn(problem))(points)
+        table.update({name: np.asarray(value) for name, value in measures.items()})
+    metrics = pd.DataFrame(table)
+    if eps is not None:
+        metrics["flat"] = np.asarray(flat_test(metrics, eps))
+    return metrics

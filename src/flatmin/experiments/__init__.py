@@ -1,0 +1,1 @@
+"""Experiments: one module each, called by the thin workflow scripts."""

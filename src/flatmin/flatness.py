@@ -1,0 +1,264 @@
+"""Measuring flatness: the limit map Phi, the normalized trace and its tangential gradient.
+
+Notation (NOTES.md §1): ``trbar(x) = tr(Hess f(x)) / d``; ``Phi(x)`` is the end point of the gradient
+flow from ``x``; at a minimum ``x*`` the Jacobian ``dPhi(x*)`` is the orthogonal projector onto the
+null space of ``Hess f(x*)``, the tangent space of the minima. A point ``x`` is (eps, eps')-flat when
+``||x - Phi(x)|| <= eps`` (or, selectable, ``f(x) - f(Phi(x)) <= eps``) and
+``||dPhi(Phi(x)) grad trbar(Phi(x))|| <= eps'``.
+
+Every function taking ``x`` accepts one point of shape ``(d,)``; :func:`flatness` and :func:`is_flat`
+also take a batch ``(..., d)`` and return arrays of the batch shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import diffrax
+import jax
+import jax.numpy as jnp
+
+from flatmin.problem import Array, Problem
+
+#: Default tolerances of the numerical gradient flow. The flow stops once ``||grad f|| <= gtol``;
+#: under the PL inequality with constant ``mu`` the remaining distance to Phi(x) is at most about
+#: ``gtol / mu``, and the integration error is controlled by ``rtol``/``atol`` (Tsit5, PID control).
+FLOW_TOLERANCES = {"gtol": 1e-9, "rtol": 1e-10, "atol": 1e-12, "max_steps": 200_000}
+
+#: Spectral-gap rule for the Hessian rank when the problem gives none: eigenvalues at most
+#: ``RANK_REL_TOL * max eigenvalue`` count as zero (tangent directions).
+RANK_REL_TOL = 1e-6
+
+CRITERIA = ("distance", "loss_gap")
+
+
+def _check_point(problem: Problem, x) -> Array:
+    x = jnp.asarray(x, dtype=jnp.float64)
+    if x.ndim < 1 or x.shape[-1] != problem.dim:
+        raise ValueError(
+            f"point of shape {x.shape} does not fit problem {problem.name!r} of dim {problem.dim}: "
+            f"expected (..., {problem.dim})"
+        )
+    return x
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def hessian(problem: Problem, x: Array) -> Array:
+    """``Hess f(x)``, shape ``(d, d)``, by forward-over-reverse autodiff."""
+    return jax.hessian(problem.loss)(x)
+
+
+def _normalized_trace(loss, dim: int, x: Array) -> Array:
+    return jnp.trace(jax.hessian(loss)(x)) / dim
+
+
+def normalized_trace(problem: Problem, x: Array) -> Array:
+    """Exact ``trbar(x) = tr(Hess f(x)) / d`` (shape ``()``), from the full autodiff Hessian.
+
+    Costs d Hessian-vector products; for large d use :func:`hutchinson_trace`.
+    """
+    return _normalized_trace(problem.loss, problem.dim, _check_point(problem, x))
+
+
+def hutchinson_trace(
+    problem: Problem, x: Array, key: Array, num_probes: int = 100
+) -> tuple[Array, Array]:
+    """Hutchinson estimate of ``trbar(x)`` with Rademacher probes.
+
+    Args:
+      x: point, shape ``(d,)``.
+      key: PRNG key.
+      num_probes: number of probes ``z``; the estimate is the mean of ``z^T H z / d``.
+
+    Returns:
+      ``(mean, standard_error)``, both shape ``()``; the standard error is the sample standard
+      deviation over probes divided by ``sqrt(num_probes)`` (needs ``num_probes >= 2``).
+    """
+    if num_probes < 2:
+        raise ValueError(f"num_probes must be >= 2 to give a standard error, got {num_probes}")
+    x = _check_point(problem, x)
+    probes = jax.random.rademacher(key, (num_probes, problem.dim), dtype=jnp.float64)
+    grad = jax.grad(problem.loss)
+
+    def quad(z):
+        return z @ jax.jvp(grad, (x,), (z,))[1]
+
+    values = jax.lax.map(quad, probes) / problem.dim
+    return values.mean(), values.std(ddof=1) / math.sqrt(num_probes)
+
+
+def _flow_limit(loss, x: Array, gtol, rtol, atol, max_steps) -> tuple[Array, Array]:
+    grad = jax.grad(loss)
+    term = diffrax.ODETerm(lambda t, y, args: -grad(y))
+    event = diffrax.Event(lambda t, y, args, **kwargs: jnp.linalg.norm(grad(y)) <= gtol)
+    solution = diffrax.diffeqsolve(
+        term,
+        diffrax.Tsit5(),
+        t0=0.0,
+        t1=jnp.inf,
+        dt0=None,
+        y0=x,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        event=event,
+        max_steps=max_steps,
+        throw=False,
+    )
+    converged = solution.result == diffrax.RESULTS.event_occurred
+    return solution.ys[-1], converged
+
+
+def _limit_fn(problem: Problem, tolerances: dict):
+    if problem.limit_map is not None:
+        return problem.limit_map
+    tol = {**FLOW_TOLERANCES, **tolerances}
+
+    def flow(x):
+        y, converged = _flow_limit(problem.loss, x, **tol)
+        return jnp.where(converged, y, jnp.nan)
+
+    return flow
+
+
+def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
+    """``Phi(x)``, shape ``(d,)``: the limit of the gradient flow started at ``x``.
+
+    Uses ``problem.limit_map`` when the problem gives a closed form; otherwise integrates
+    ``dx/dt = -grad f(x)`` with diffrax's Tsit5 under a PID step-size controller until
+    ``||grad f|| <= gtol`` (defaults in :data:`FLOW_TOLERANCES`, overridable by keyword).
+
+    Returns NaN entries when the flow has not converged within ``max_steps`` (e.g. ``x`` is not in
+    the basin of a minimum); called outside a JAX transformation it raises ``ValueError`` instead.
+    """
+    unknown = set(tolerances) - set(FLOW_TOLERANCES)
+    if unknown:
+        raise TypeError(f"unknown tolerance(s) {sorted(unknown)}; allowed: {sorted(FLOW_TOLERANCES)}")
+    x = _check_point(problem, x)
+    limit = _limit_fn(problem, tolerances)(x)
+    if _is_concrete(limit) and not bool(jnp.all(jnp.isfinite(limit))):
+        raise ValueError(
+            f"gradient flow of {problem.name!r} from x={x} did not converge "
+            f"(tolerances {({**FLOW_TOLERANCES, **tolerances})}); is x near a minimum?"
+        )
+    return limit
+
+
+def _projector(hess: Array, rank: int | None, rel_tol: float) -> Array:
+    eigenvalues, eigenvectors = jnp.linalg.eigh(hess)
+    if rank is None:
+        tangent = eigenvalues <= rel_tol * jnp.max(jnp.abs(eigenvalues))
+    else:
+        tangent = jnp.arange(hess.shape[0]) < hess.shape[0] - rank
+    return (eigenvectors * tangent) @ eigenvectors.T
+
+
+def tangent_projector(
+    problem: Problem, x_star: Array, rank: int | None = None, rel_tol: float = RANK_REL_TOL
+) -> Array:
+    """``dPhi(x*)``: orthogonal projector ``(d, d)`` on the null space of ``Hess f(x*)``.
+
+    ``x_star`` should be a minimum (e.g. ``limit_map(problem, x)``). The Hessian rank is ``rank``
+    if given, else ``problem.hessian_rank``, else the number of eigenvalues above
+    ``rel_tol * max eigenvalue`` (spectral-gap rule, :data:`RANK_REL_TOL`).
+    """
+    x_star = _check_point(problem, x_star)
+    rank = problem.hessian_rank if rank is None else rank
+    return _projector(hessian(problem, x_star), rank, rel_tol)
+
+
+def _tangent_gradient(problem: Problem, x_star: Array, rank, rel_tol) -> Array:
+    grad_trace = jax.grad(functools.partial(_normalized_trace, problem.loss, problem.dim))(x_star)
+    return _projector(hessian(problem, x_star), rank, rel_tol) @ grad_trace
+
+
+def tangent_gradient(
+    problem: Problem, x_star: Array, rank: int | None = None, rel_tol: float = RANK_REL_TOL
+) -> Array:
+    """``dPhi(x*) grad trbar(x*)``, shape ``(d,)``: the gradient of the normalized trace along the
+    minima (third derivatives by autodiff). Zero exactly at flat minima."""
+    x_star = _check_point(problem, x_star)
+    rank = problem.hessian_rank if rank is None else rank
+    return _tangent_gradient(problem, x_star, rank, rel_tol)
+
+
+@functools.lru_cache(maxsize=128)
+def flatness_fn(problem: Problem, rel_tol: float = RANK_REL_TOL):
+    """A jitted pure function ``x (d,) -> dict`` of the four flatness measures (see :func:`flatness`).
+
+    Cached per problem; ``jax.vmap`` it for batches. Uses the default flow tolerances.
+    """
+    limit = _limit_fn(problem, {})
+
+    @jax.jit
+    def measures(x):
+        x_star = limit(x)
+        return {
+            "distance": jnp.linalg.norm(x - x_star),
+            "loss_gap": problem.loss(x) - problem.loss(x_star),
+            "trace": _normalized_trace(problem.loss, problem.dim, x_star),
+            "tangent_grad_norm": jnp.linalg.norm(
+                _tangent_gradient(problem, x_star, problem.hessian_rank, rel_tol)
+            ),
+        }
+
+    return measures
+
+
+def flatness(problem: Problem, x: Array) -> dict[str, Array]:
+    """Flatness measures of ``x`` (shape ``(d,)`` or a batch ``(..., d)``).
+
+    Returns a dict of arrays of the batch shape:
+      ``distance``: ``||x - Phi(x)||``;
+      ``loss_gap``: ``f(x) - f(Phi(x))``;
+      ``trace``: ``trbar(Phi(x))``;
+      ``tangent_grad_norm``: ``||dPhi(Phi(x)) grad trbar(Phi(x))||``.
+    Entries are NaN where the gradient flow did not converge.
+    """
+    x = _check_point(problem, x)
+    measures = flatness_fn(problem)
+    batch_shape = x.shape[:-1]
+    flat = jax.vmap(measures)(x.reshape(-1, problem.dim))
+    return {name: value.reshape(batch_shape) for name, value in flat.items()}
+
+
+def flat_test(measures: dict, eps: float, eps_prime: float | None = None, criterion: str = "distance"):
+    """Definition 3 applied to precomputed :func:`flatness` measures (arrays or DataFrame columns)."""
+    _check_tolerances(eps, eps_prime, criterion)
+    eps_prime = math.sqrt(eps) if eps_prime is None else eps_prime
+    gap = measures["distance"] if criterion == "distance" else measures["loss_gap"]
+    return (gap <= eps) & (measures["tangent_grad_norm"] <= eps_prime)
+
+
+def _check_tolerances(eps, eps_prime, criterion) -> None:
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    if eps_prime is not None and not (math.isfinite(eps_prime) and eps_prime > 0):
+        raise ValueError(f"eps_prime must be a finite number > 0 (or None for sqrt(eps)), got {eps_prime!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown flatness criterion {criterion!r}; allowed: {', '.join(CRITERIA)}")
+
+
+def is_flat(
+    problem: Problem,
+    x: Array,
+    eps: float,
+    eps_prime: float | None = None,
+    criterion: str = "distance",
+) -> Array:
+    """Whether ``x`` is an (eps, eps')-flat local minimum (Definition 3).
+
+    Args:
+      x: shape ``(d,)`` or ``(..., d)``.
+      eps: > 0, bound on ``||x - Phi(x)||`` (criterion ``"distance"``, the default) or on
+        ``f(x) - f(Phi(x))`` (criterion ``"loss_gap"``).
+      eps_prime: > 0, bound on ``||dPhi grad trbar||`` at ``Phi(x)``; default ``sqrt(eps)``
+        as in both theorems.
+
+    Returns:
+      Boolean array of the batch shape (``()`` for one point).
+    """
+    _check_tolerances(eps, eps_prime, criterion)
+    return flat_test(flatness(problem, x), eps, eps_prime, criterion)

@@ -1,0 +1,165 @@
+"""Test problems and their registry.
+
+A :class:`Problem` bundles a loss ``f : R^d -> R`` with whatever is known about it in closed form.
+Problem families are registered with :func:`register_problem` and built with :func:`make_problem`.
+Every module in :mod:`flatmin.problems` is imported on first use of the registry, so a new family is
+one file in that folder; a factory registered from the user's own script works the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """A loss with the structure the paper needs.
+
+    Attributes:
+      name: registry name of the family (informational).
+      dim: ``d``, the number of parameters; ``loss`` takes an array of shape ``(d,)``.
+      loss: ``x (d,) -> ()``, JAX-traceable, float64. Must equal the mean of ``sample_losses``
+        when the latter is given.
+      sample_losses: optional ``x (d,) -> (n,)``, the per-sample losses ``f_i`` of Setting 1
+        (training losses). Required by SA, SGD and SAM.
+      batch_losses: optional ``(x (d,), idx (B,) int) -> (B,)``, the losses of the samples ``idx``.
+        Give it when computing all ``n`` sample losses is much dearer than ``B`` of them; by default
+        ``sample_losses(x)[idx]``.
+      num_samples: ``n``; required with ``sample_losses``.
+      limit_map: optional closed form of ``Phi``, ``x (d,) -> (d,)``; when absent the gradient flow is
+        integrated numerically (:func:`flatmin.limit_map`).
+      hessian_rank: optional rank of the Hessian on the minima (= codimension of X*). When absent
+        the rank is read off the spectrum (:func:`flatmin.tangent_projector`).
+      min_loss: the value of ``f`` on its minima (0 for every family shipped here).
+      flattest_trace: optional normalized trace ``tr(Hess f)/d`` at the flattest minima.
+      flattest_points: optional array ``(k, d)`` of flattest minima (one per connected family).
+      initial_point: optional ``key -> (d,)``: a sharp point near the minima, the default start.
+      smoothness: optional bound ``beta`` on the Hessian norm near ``initial_point``; step sizes of
+        the theory schedules are ``c / beta``.
+      params: the factory's keyword arguments, for provenance.
+    """
+
+    name: str
+    dim: int
+    loss: Callable[[Array], Array]
+    sample_losses: Callable[[Array], Array] | None = None
+    batch_losses: Callable[[Array, Array], Array] | None = None
+    num_samples: int | None = None
+    limit_map: Callable[[Array], Array] | None = None
+    hessian_rank: int | None = None
+    min_loss: float = 0.0
+    flattest_trace: float | None = None
+    flattest_points: Any = None
+    initial_point: Callable[[Array], Array] | None = None
+    smoothness: float | None = None
+    params: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.dim, int) or self.dim < 1:
+            raise ValueError(f"Problem {self.name!r}: dim must be an integer >= 1, got {self.dim!r}")
+        if self.sample_losses is not None and (self.num_samples is None or self.num_samples < 1):
+            raise ValueError(
+                f"Problem {self.name!r}: sample_losses needs num_samples >= 1, got {self.num_samples!r}"
+            )
+        if self.hessian_rank is not None and not 0 <= self.hessian_rank <= self.dim:
+            raise ValueError(
+                f"Problem {self.name!r}: hessian_rank must lie in [0, dim={self.dim}], "
+                f"got {self.hessian_rank!r}"
+            )
+
+    @property
+    def is_training_loss(self) -> bool:
+        """Whether the problem is an empirical risk (Setting 1), so SA, SGD and SAM apply."""
+        return self.sample_losses is not None or self.batch_losses is not None
+
+    def losses_of(self, x: Array, idx: Array) -> Array:
+        """Per-sample losses ``f_i(x)`` for ``i`` in ``idx`` (shape ``(B,)``)."""
+        if self.batch_losses is not None:
+            return self.batch_losses(x, idx)
+        if self.sample_losses is None:
+            raise ValueError(
+                f"Problem {self.name!r} is not a training loss (no sample_losses): "
+                "SA, SGD and SAM need one"
+            )
+        return self.sample_losses(x)[idx]
+
+    def start(self, key: Array) -> Array:
+        """The default starting point, ``initial_point(key)`` (shape ``(d,)``)."""
+        if self.initial_point is None:
+            raise ValueError(f"Problem {self.name!r} has no initial_point: pass x0 explicitly")
+        return jnp.asarray(self.initial_point(key), dtype=jnp.float64)
+
+
+_REGISTRY: dict[str, Callable[..., Problem]] = {}
+_DISCOVERED = False
+
+
+def register_problem(name: str):
+    """Decorator registering a problem factory ``(**params) -> Problem`` under ``name``.
+
+    Example::
+
+        @flatmin.register_problem("my_bowl")
+        def my_bowl(scale=1.0):
+            return flatmin.Problem("my_bowl", 2, lambda x: scale * x[0] ** 2)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"problem name must be a non-empty string, got {name!r}")
+
+    def decorator(factory: Callable[..., Problem]):
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.__qualname__ != factory.__qualname__:
+            raise ValueError(f"problem {name!r} is already registered by {existing.__module__}")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    from flatmin import problems
+
+    for info in pkgutil.iter_modules(problems.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{problems.__name__}.{info.name}")
+
+
+def list_problems() -> list[str]:
+    """Sorted names of every registered problem family."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def make_problem(name: str, **params) -> Problem:
+    """Build the problem ``name`` with the factory's keyword ``params``.
+
+    Raises:
+      KeyError: unknown name (the message lists the registered ones).
+      TypeError / ValueError: the factory rejects ``params``.
+    """
+    _discover()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown problem {name!r}; registered problems: {', '.join(sorted(_REGISTRY))}")
+    factory = _REGISTRY[name]
+    try:
+        problem = factory(**params)
+    except TypeError as err:
+        raise TypeError(f"problem {name!r}: bad parameters {params!r}: {err}") from err
+    if not isinstance(problem, Problem):
+        raise TypeError(f"factory of problem {name!r} returned {type(problem).__name__}, not Problem")
+    if not problem.params:
+        problem = dataclasses.replace(problem, params=dict(params))
+    return problem

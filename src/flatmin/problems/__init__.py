@@ -1,0 +1,1 @@
+"""Problem families, one module each; every module here is imported by the registry."""
