@@ -196,12 +196,15 @@ class RunResult:
         ``perturbed_fraction`` is the fraction of steps since the previous checkpoint that took the
         perturbed branch (the eps0 gate open).
       final: last iterates, shape ``(num_seeds, d)``.
+      iterates: the iterates at the checkpoints, shape ``(num_seeds, num_checkpoints, d)``, in the
+        row order of ``metrics`` within each seed.
       first_flat_step: with ``eps``, per seed the first checkpoint step whose iterate is
         (eps, sqrt(eps))-flat, ``-1`` if none (resolution: ``record_every``); else None.
     """
 
     metrics: pd.DataFrame
     final: np.ndarray
+    iterates: np.ndarray
     first_flat_step: np.ndarray | None = None
 
 
@@ -254,6 +257,7 @@ def run(
     *,
     eps: float | None = None,
     measure: bool = True,
+    measure_after_gd: int = 0,
 ) -> RunResult:
     """Run ``algorithm`` from ``x0`` for ``steps`` steps on every seed at once (vmap + lax.scan).
 
@@ -272,6 +276,9 @@ def run(
       eps: if given, adds the column ``flat`` and ``first_flat_step`` for (eps, sqrt(eps))-flatness
         (distance criterion).
       measure: compute the flatness measures (needs Phi at every checkpoint; turn off for large d).
+      measure_after_gd: measure flatness (and ``flat``) at the point reached from each checkpoint
+        iterate by this many plain GD steps of size ``eta``: the output of Algorithm 2 stopped at
+        that checkpoint (its final GD phase). ``loss`` and ``grad_norm`` stay those of the iterate.
 
     Raises:
       DivergenceError: an iterate became non-finite; names the first step, the seed and ``params``.
@@ -284,6 +291,8 @@ def run(
         raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")
     if eps is not None and not measure:
         raise ValueError("eps needs measure=True (the flat test uses Phi)")
+    if not (isinstance(measure_after_gd, (int, np.integer)) and measure_after_gd >= 0):
+        raise ValueError(f"measure_after_gd must be an integer >= 0, got {measure_after_gd!r}")
     seed_list = _seed_list(seeds)
     starts = _starting_points(problem, x0, seed_list)
     checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
@@ -300,12 +309,16 @@ def run(
             f"non-finite iterate at step {int(first_bad[s])} (params {p}); "
             f"{bad_seeds.size} of {len(seed_list)} seeds diverged"
         )
-    metrics = _metrics(problem, iterates, perturbed, seed_list, checkpoints, steps, measure, eps)
+    metrics = _metrics(
+        problem, iterates, perturbed, seed_list, checkpoints, steps, measure, eps,
+        gd_step if measure_after_gd else None, measure_after_gd,
+    )
     first_flat = None
     if eps is not None:
         flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
         first_flat = np.array([flat_steps.get(s, -1) for s in seed_list])
-    return RunResult(metrics, np.asarray(iterates[:, -1]), first_flat)
+    iterates = np.asarray(iterates)
+    return RunResult(metrics, iterates[:, -1], iterates, first_flat)
 
 
 def _compiled_loop(step, gd_step, starts, seeds, checkpoints, main_steps):
@@ -335,7 +348,7 @@ def _compiled_loop(step, gd_step, starts, seeds, checkpoints, main_steps):
     return iterates, np.asarray(perturbed), np.asarray(first_bad)
 
 
-def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, eps):
+def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, eps, gd_step, gd_steps):
     num_seeds, num_records, dim = iterates.shape
     points = iterates.reshape(-1, dim)
     loss = jax.jit(jax.vmap(problem.loss))(points)
@@ -349,6 +362,9 @@ def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measu
         "perturbed_fraction": perturbed.reshape(-1),
     }
     if measure:
+        if gd_step is not None:
+            descend = lambda x: jax.lax.fori_loop(0, gd_steps, lambda t, y: gd_step(y, None, t)[0], x)
+            points = jax.jit(jax.vmap(descend))(points)
         measures = jax.vmap(flatness_fn(problem))(points)
         table.update({name: np.asarray(value) for name, value in measures.items()})
     metrics = pd.DataFrame(table)

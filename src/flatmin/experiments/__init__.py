@@ -1,1 +1,16 @@
-"""Experiments: one module each, called by the thin workflow scripts."""
+"""Experiments, one module each, called by the thin workflow scripts.
+
+Contract of an experiment module ``flatmin.experiments.<name>``:
+
+``compute(config: dict) -> pandas.DataFrame``
+    Runs the experiment described by ``config`` (the experiment's section of the workflow config,
+    validated by ``workflows/schema/config.schema.yaml``) and returns a tidy results table.
+    Deterministic given the config (seeds live in it). Prints progress lines to stderr.
+``plot(results: pandas.DataFrame, config: dict) -> matplotlib.figure.Figure``
+    The experiment's figure from its results table: labelled axes with units, a caption-ready
+    title, no NaN silently dropped (rows with non-finite values raise).
+
+The audit (:mod:`flatmin.claims`) reads the same results tables.
+"""
+
+EXPERIMENTS = ("identities", "decrease", "complexity", "trajectories", "example1", "generalization", "escape")
