@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from flatmin.flatness import flat_test, flatness_fn
+from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
 from flatmin.problem import Array, Problem
 
 #: Parameters each algorithm requires; ``optional`` ones have the defaults below.
@@ -75,6 +75,11 @@ def check_params(problem: Problem, algorithm: str, params: dict) -> dict:
         raise ValueError(f"eps0 must be > 0 (math.inf: always perturb), got {full['eps0']!r}")
     if "batch_size" in full:
         n = problem.num_samples
+        if n is None:
+            raise ValueError(
+                f"batch_size={full['batch_size']!r} needs a training loss; problem {problem.name!r} has "
+                "no samples (num_samples is None)"
+            )
         if not (isinstance(full["batch_size"], (int, np.integer)) and 1 <= full["batch_size"] <= n):
             raise ValueError(f"batch_size must be an integer in [1, n={n}], got {full['batch_size']!r}")
     if not (isinstance(full["final_gd_steps"], (int, np.integer)) and full["final_gd_steps"] >= 0):
@@ -291,6 +296,8 @@ def run(
         raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")
     if eps is not None and not measure:
         raise ValueError("eps needs measure=True (the flat test uses Phi)")
+    if eps is not None:
+        _check_tolerances(eps, None, "distance")  # before the (long) run, not after it
     if not (isinstance(measure_after_gd, (int, np.integer)) and measure_after_gd >= 0):
         raise ValueError(f"measure_after_gd must be an integer >= 0, got {measure_after_gd!r}")
     seed_list = _seed_list(seeds)

@@ -123,6 +123,12 @@ def _limit_fn(problem: Problem, tolerances: dict):
     return flow
 
 
+@functools.lru_cache(maxsize=128)
+def _jitted_limit_fn(problem: Problem, tolerances: tuple):
+    # Cached so that repeated calls reuse one compilation instead of re-tracing the ODE solve.
+    return jax.jit(_limit_fn(problem, dict(tolerances)))
+
+
 def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
     """``Phi(x)``, shape ``(d,)``: the limit of the gradient flow started at ``x``.
 
@@ -137,7 +143,7 @@ def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
     if unknown:
         raise TypeError(f"unknown tolerance(s) {sorted(unknown)}; allowed: {sorted(FLOW_TOLERANCES)}")
     x = _check_point(problem, x)
-    limit = _limit_fn(problem, tolerances)(x)
+    limit = _jitted_limit_fn(problem, tuple(sorted(tolerances.items())))(x)
     if _is_concrete(limit) and not bool(jnp.all(jnp.isfinite(limit))):
         raise ValueError(
             f"gradient flow of {problem.name!r} from x={x} did not converge "
@@ -195,7 +201,7 @@ def flatness_fn(problem: Problem, rel_tol: float = RANK_REL_TOL):
     @jax.jit
     def measures(x):
         x_star = limit(x)
-        return {
+        values = {
             "distance": jnp.linalg.norm(x - x_star),
             "loss_gap": problem.loss(x) - problem.loss(x_star),
             "trace": _normalized_trace(problem.loss, problem.dim, x_star),
@@ -203,6 +209,9 @@ def flatness_fn(problem: Problem, rel_tol: float = RANK_REL_TOL):
                 _tangent_gradient(problem, x_star, problem.hessian_rank, rel_tol)
             ),
         }
+        # NaN everywhere when the flow did not converge (derivatives need not propagate the NaN).
+        converged = jnp.all(jnp.isfinite(x_star))
+        return {name: jnp.where(converged, value, jnp.nan) for name, value in values.items()}
 
     return measures
 

@@ -66,9 +66,10 @@ class Problem:
     def __post_init__(self):
         if not isinstance(self.dim, int) or self.dim < 1:
             raise ValueError(f"Problem {self.name!r}: dim must be an integer >= 1, got {self.dim!r}")
-        if self.sample_losses is not None and (self.num_samples is None or self.num_samples < 1):
+        if self.is_training_loss and (self.num_samples is None or self.num_samples < 1):
             raise ValueError(
-                f"Problem {self.name!r}: sample_losses needs num_samples >= 1, got {self.num_samples!r}"
+                f"Problem {self.name!r}: sample_losses/batch_losses need num_samples >= 1, "
+                f"got {self.num_samples!r}"
             )
         if self.hessian_rank is not None and not 0 <= self.hessian_rank <= self.dim:
             raise ValueError(

@@ -1,0 +1,168 @@
+"""E1 — the estimator identities of NOTES.md §4, by Monte Carlo.
+
+At a minimum ``x*`` with a one-dimensional tangent space (unit tangent ``t``), the tangential mean of
+the perturbation ``v`` is compared with the prediction
+
+- RS: ``E[t . v] = (rho^2/2) t . grad trbar(x*) + O(rho^4)``;
+- SA: ``E[t . v] = d (rho^2/2) t . grad trbar(x*) + O(rho^4)`` (the d-fold gain).
+
+Three parts: ``rho`` sweeps of RS and SA on the hyperbola (``part = "rho"``), and the SA/RS ratio across
+``d`` on the ERM valley (``part = "dim"``), whose prediction is ``d``.
+
+Config keys: ``seed`` (int), ``draws`` (Monte Carlo draws per point), ``rho_problem`` (``{name,
+params}``, default the hyperbola), ``rho_point`` (a point on its minima), ``rhos`` (list),
+``dim_problem`` (``{name, params}``; its ``k`` is varied), ``dim_point_u`` (the ``u`` of the point),
+``dims`` (list of ``d = m + k``), ``dim_rho``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import flatmin
+from flatmin.algorithms import rs_direction, sa_direction
+from flatmin.flatness import normalized_trace, tangent_projector
+
+PAPER_CONFIG = {
+    "enabled": True,
+    "seed": 0,
+    "draws": 400_000,
+    "rho_problem": {"name": "hyperbola", "params": {"depth": 2}},
+    "rho_point": [2.0, 0.5],
+    "rhos": [0.05, 0.1, 0.2, 0.3, 0.4],
+    "dim_problem": {"name": "valley_bowl", "params": {"m": 1}},
+    "dim_point_u": 1.0,
+    "dims": [2, 4, 8, 16, 32],
+    "dim_rho": 0.05,
+}
+QUICK_CONFIG = {**PAPER_CONFIG, "draws": 40_000, "rhos": [0.1, 0.2, 0.4], "dims": [2, 4, 8]}
+
+
+def unit_tangent(problem, x_star) -> jax.Array:
+    """The unit tangent ``t`` (shape ``(d,)``) of a one-dimensional tangent space at ``x_star``,
+    oriented so that ``t . grad trbar(x*) >= 0``."""
+    projector = tangent_projector(problem, x_star)
+    eigenvalues, eigenvectors = jnp.linalg.eigh(projector)
+    if not jnp.allclose(eigenvalues, jnp.r_[jnp.zeros(problem.dim - 1), 1.0], atol=1e-8):
+        raise ValueError(f"tangent space at {x_star} is not one-dimensional (projector eigenvalues {eigenvalues})")
+    t = eigenvectors[:, -1]
+    grad_trace = jax.grad(lambda x: normalized_trace(problem, x))(x_star)
+    return jnp.where(t @ grad_trace >= 0, t, -t)
+
+
+@functools.lru_cache(maxsize=32)
+def _sampler(problem, algorithm: str, draws: int):
+    direction = sa_direction if algorithm == "sa" else rs_direction
+
+    @jax.jit
+    def samples(x_star, t, rho, key):
+        return jax.lax.map(
+            lambda k: t @ direction(problem, x_star, rho, k),
+            jax.random.split(key, draws),
+            batch_size=min(draws, 8192),
+        )
+
+    return samples
+
+
+def tangential_mean(problem, algorithm: str, x_star, rho: float, draws: int, key) -> dict:
+    """Monte Carlo mean and standard error of ``t . v`` over ``draws`` perturbations, with the
+    prediction ``(rho^2/2) t . grad trbar`` (RS) or ``d`` times it (SA)."""
+    x_star = jnp.asarray(x_star, dtype=jnp.float64)
+    t = unit_tangent(problem, x_star)
+    samples = _sampler(problem, algorithm, draws)(x_star, t, rho, key)
+    slope = float(t @ jax.grad(lambda x: normalized_trace(problem, x))(x_star))
+    factor = problem.dim if algorithm == "sa" else 1
+    return {
+        "measured": float(samples.mean()),
+        "se": float(samples.std(ddof=1) / np.sqrt(draws)),
+        "predicted": factor * rho**2 / 2 * slope,
+        "trace_slope": slope,
+    }
+
+
+def compute(config: dict) -> pd.DataFrame:
+    """Rows: ``part, algorithm, problem, dim, rho, measured, se, predicted, trace_slope``."""
+    key = jax.random.PRNGKey(config["seed"])
+    rows = []
+    spec = config["rho_problem"]
+    problem = flatmin.make_problem(spec["name"], **spec.get("params", {}))
+    for algorithm in ("rs", "sa"):
+        for rho in config["rhos"]:
+            key, sub = jax.random.split(key)
+            print(f"[identities] {algorithm} rho={rho}", file=sys.stderr, flush=True)
+            stats = tangential_mean(problem, algorithm, config["rho_point"], rho, config["draws"], sub)
+            rows.append({"part": "rho", "algorithm": algorithm, "problem": spec["name"],
+                         "dim": problem.dim, "rho": rho, **stats})
+    spec = config["dim_problem"]
+    for dim in config["dims"]:
+        params = dict(spec.get("params", {}))
+        m = params.get("m", 1)
+        problem = flatmin.make_problem(spec["name"], **{**params, "k": dim - m})
+        x_star = jnp.r_[jnp.full(m, config["dim_point_u"]), jnp.zeros(dim - m)]
+        for algorithm in ("rs", "sa"):
+            key, sub = jax.random.split(key)
+            print(f"[identities] {algorithm} d={dim}", file=sys.stderr, flush=True)
+            stats = tangential_mean(problem, algorithm, x_star, config["dim_rho"], config["draws"], sub)
+            rows.append({"part": "dim", "algorithm": algorithm, "problem": spec["name"],
+                         "dim": dim, "rho": config["dim_rho"], **stats})
+    return pd.DataFrame(rows)
+
+
+def rho_squared_coefficient(results: pd.DataFrame, algorithm: str) -> dict:
+    """Weighted least-squares fit ``measured = a rho^2 + b rho^4`` on the rho sweep.
+
+    Returns ``a`` with its standard error and the prediction ``a_pred`` (the identity says
+    ``a = predicted / rho^2``), and ``b``: the remainder that makes the error shrink like ``rho^2``
+    relative to the signal.
+    """
+    rows = results[(results["part"] == "rho") & (results["algorithm"] == algorithm)]
+    rho = rows["rho"].to_numpy()
+    design = np.c_[rho**2, rho**4] / rows["se"].to_numpy()[:, None]
+    target = rows["measured"].to_numpy() / rows["se"].to_numpy()
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    cov = np.linalg.inv(design.T @ design)
+    return {"a": coef[0], "a_se": np.sqrt(cov[0, 0]), "b": coef[1],
+            "a_pred": float((rows["predicted"] / rho**2).iloc[0])}
+
+
+def dim_ratio(results: pd.DataFrame) -> pd.DataFrame:
+    """SA/RS ratio of tangential means per ``d``, with its delta-method standard error."""
+    rows = results[results["part"] == "dim"].pivot(index="dim", columns="algorithm")
+    ratio = rows["measured"]["sa"] / rows["measured"]["rs"]
+    rel = np.hypot(rows["se"]["sa"] / rows["measured"]["sa"], rows["se"]["rs"] / rows["measured"]["rs"])
+    return pd.DataFrame({"dim": rows.index, "ratio": ratio.to_numpy(), "se": (ratio * rel).to_numpy()})
+
+
+def plot(results: pd.DataFrame, config: dict):
+    if not np.all(np.isfinite(results[["measured", "se", "predicted"]].to_numpy())):
+        raise ValueError("non-finite values in the identities results; refusing to plot")
+    fig, (ax_rho, ax_dim) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    rho_rows = results[results["part"] == "rho"]
+    for algorithm, color in (("rs", "C0"), ("sa", "C1")):
+        rows = rho_rows[rho_rows["algorithm"] == algorithm]
+        ax_rho.errorbar(rows["rho"], rows["measured"], yerr=2 * rows["se"], fmt="o", color=color,
+                        label=f"{algorithm.upper()} measured (±2 SE)")
+        ax_rho.plot(rows["rho"], rows["predicted"], "-", color=color,
+                    label=f"{algorithm.upper()} predicted " + ("d ρ²/2 ∂trbar" if algorithm == "sa" else "ρ²/2 ∂trbar"))
+    ax_rho.set(xscale="log", yscale="log", xlabel="perturbation radius ρ",
+               ylabel="tangential mean of v (parameter units)",
+               title=f"(a) E[dΦ v] vs ρ on {rho_rows['problem'].iloc[0]} (d={rho_rows['dim'].iloc[0]})")
+    ax_rho.legend(fontsize=8)
+    ratio = dim_ratio(results)
+    ax_dim.errorbar(ratio["dim"], ratio["ratio"], yerr=2 * ratio["se"], fmt="o", label="measured SA/RS (±2 SE)")
+    ax_dim.plot(ratio["dim"], ratio["dim"], "k--", label="predicted: d")
+    ax_dim.set(xscale="log", yscale="log", xlabel="dimension d",
+               ylabel="SA / RS tangential mean (ratio)",
+               title=f"(b) SA's d-fold gain on {results[results['part'] == 'dim']['problem'].iloc[0]}, "
+                     f"ρ={config['dim_rho']}")
+    ax_dim.legend(fontsize=8)
+    fig.suptitle(f"E1: estimator identities, Monte Carlo with {config['draws']} draws per point")
+    return fig
