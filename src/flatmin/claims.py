@@ -38,8 +38,10 @@ class Claim:
       measure: ``results (DataFrame) -> Estimate``.
       expected: the theoretical value, or the bound.
       tolerance: allowed absolute deviation from ``expected``.
-      kind: ``"equal"`` (verdict consistent), ``"attained"`` (bound attained) or ``"at_most"`` /
-        ``"at_least"`` (bound holds when the measured value is on the right side within tolerance).
+      kind: ``"equal"`` (verdict consistent), ``"attained"`` (bound attained), ``"at_most"`` /
+        ``"at_least"`` (bound holds when the measured value is on the right side within tolerance)
+        or ``"below"`` (consistent when the measured value is at most ``expected``: a test statistic
+        against its threshold).
       expected_text: how to print ``expected``.
     """
 
@@ -64,6 +66,8 @@ class Claim:
             return "bound holds" if estimate.value <= self.expected + self.tolerance else "not confirmed"
         if self.kind == "at_least":
             return "bound holds" if estimate.value >= self.expected - self.tolerance else "not confirmed"
+        if self.kind == "below":
+            return "consistent" if estimate.value <= self.expected else "not confirmed"
         raise ValueError(f"unknown claim kind {self.kind!r}")
 
 
@@ -101,6 +105,13 @@ def _sa_gain(results):
     slope = np.sum(weights * (log_d - mean_d) * log_r) / np.sum(weights * (log_d - mean_d) ** 2)
     se = np.sqrt(1 / np.sum(weights * (log_d - mean_d) ** 2))
     return Estimate(float(slope), float(slope - 1.96 * se), float(slope + 1.96 * se))
+
+
+def _control(results):
+    from flatmin.experiments.identities import control_z_scores
+
+    worst = float(control_z_scores(results).max())
+    return Estimate(worst, worst, worst)
 
 
 # E2, E3 --------------------------------------------------------------------------------------------
@@ -145,6 +156,9 @@ CLAIMS: tuple[Claim, ...] = (
           "identities", _identity("sa"), 1.0, 0.0, "equal", "1"),
     Claim("sa_gain_d", "§4", "SA's tangential drift is d times RS's: exponent of SA/RS in d",
           "identities", _sa_gain, 1.0, 0.02, "equal", "1"),
+    Claim("negative_control", "§7 (negative control)",
+          "All minima of the fully observed factorization are equally flat: the tangential mean of v is 0 "
+          "(largest |mean|/SE over RS and SA)", "identities", _control, 4.5, 0.0, "below", "<= 4.5"),
     Claim("lemma2_exponent", "Lemma 2", "RS per-step decrease of trbar(Phi) ~ eps^3 (exponent in eps, ramp)",
           "decrease", _exponent("eps", "rs", "eps", "decrease_per_perturbed_step"), 3.0, 0.15, "attained", "3"),
     Claim("lemma2_dim", "Lemma 2", "RS per-step decrease does not depend on d (exponent in d)",

@@ -6,19 +6,21 @@ the perturbation ``v`` is compared with the prediction
 - RS: ``E[t . v] = (rho^2/2) t . grad trbar(x*) + O(rho^4)``;
 - SA: ``E[t . v] = d (rho^2/2) t . grad trbar(x*) + O(rho^4)`` (the d-fold gain).
 
-Three parts: ``rho`` sweeps of RS and SA on the hyperbola (``part = "rho"``), and the SA/RS ratio across
-``d`` on the ERM valley (``part = "dim"``), whose prediction is ``d``.
+Three parts: ``rho`` sweeps of RS and SA on the hyperbola (``part = "rho"``), the SA/RS ratio across
+``d`` on the ERM valley (``part = "dim"``), whose prediction is ``d``, and the negative control
+(``part = "control"``): on the fully observed factorization every minimum is equally flat, so the
+tangential mean must vanish (no drift along the minima).
 
 Config keys: ``seed`` (int), ``draws`` (Monte Carlo draws per point), ``rho_problem`` (``{name,
 params}``, default the hyperbola), ``rho_point`` (a point on its minima), ``rhos`` (list),
 ``dim_problem`` (``{name, params}``; its ``k`` is varied), ``dim_point_u`` (the ``u`` of the point),
-``dims`` (list of ``d = m + k``), ``dim_rho``.
+``dims`` (list of ``d = m + k``), ``dim_rho``, ``control_problem`` (``{name, params}``, measured at its
+first flattest point, whose tangent space must be one-dimensional), ``control_rho``.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,7 @@ import pandas as pd
 
 import flatmin
 from flatmin.algorithms import rs_direction, sa_direction
+from flatmin.experiments._sweeps import progress
 from flatmin.flatness import normalized_trace, tangent_projector
 
 PAPER_CONFIG = {
@@ -41,6 +44,8 @@ PAPER_CONFIG = {
     "dim_point_u": 1.0,
     "dims": [2, 4, 8, 16, 32],
     "dim_rho": 0.05,
+    "control_problem": {"name": "factorization", "params": {"m": 6, "r": 2}},
+    "control_rho": 0.1,
 }
 QUICK_CONFIG = {**PAPER_CONFIG, "draws": 40_000, "rhos": [0.1, 0.2, 0.4], "dims": [2, 4, 8]}
 
@@ -97,7 +102,7 @@ def compute(config: dict) -> pd.DataFrame:
     for algorithm in ("rs", "sa"):
         for rho in config["rhos"]:
             key, sub = jax.random.split(key)
-            print(f"[identities] {algorithm} rho={rho}", file=sys.stderr, flush=True)
+            progress("identities", f"{algorithm} rho={rho}")
             stats = tangential_mean(problem, algorithm, config["rho_point"], rho, config["draws"], sub)
             rows.append({"part": "rho", "algorithm": algorithm, "problem": spec["name"],
                          "dim": problem.dim, "rho": rho, **stats})
@@ -109,11 +114,26 @@ def compute(config: dict) -> pd.DataFrame:
         x_star = jnp.r_[jnp.full(m, config["dim_point_u"]), jnp.zeros(dim - m)]
         for algorithm in ("rs", "sa"):
             key, sub = jax.random.split(key)
-            print(f"[identities] {algorithm} d={dim}", file=sys.stderr, flush=True)
+            progress("identities", f"{algorithm} d={dim}")
             stats = tangential_mean(problem, algorithm, x_star, config["dim_rho"], config["draws"], sub)
             rows.append({"part": "dim", "algorithm": algorithm, "problem": spec["name"],
                          "dim": dim, "rho": config["dim_rho"], **stats})
+    spec = config["control_problem"]
+    problem = flatmin.make_problem(spec["name"], **spec.get("params", {}))
+    x_star = jnp.asarray(problem.flattest_points)[0]
+    for algorithm in ("rs", "sa") if problem.is_training_loss else ("rs",):
+        key, sub = jax.random.split(key)
+        progress("identities", f"control {algorithm} on {spec['name']}")
+        stats = tangential_mean(problem, algorithm, x_star, config["control_rho"], config["draws"], sub)
+        rows.append({"part": "control", "algorithm": algorithm, "problem": spec["name"],
+                     "dim": problem.dim, "rho": config["control_rho"], **stats})
     return pd.DataFrame(rows)
+
+
+def control_z_scores(results: pd.DataFrame) -> pd.Series:
+    """``|measured| / se`` of the negative control per algorithm: no drift means O(1) values."""
+    rows = results[results["part"] == "control"].set_index("algorithm")
+    return (rows["measured"].abs() / rows["se"]).rename("z")
 
 
 def rho_squared_coefficient(results: pd.DataFrame, algorithm: str) -> dict:

@@ -34,7 +34,9 @@ def check_float(
     allowed = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+        ok = (value > low if open_low else value >= low) and (
+            value < high if open_high else value <= high
+        )
     if not ok:
         raise ValueError(f"{family}: {name} must be a finite number in {allowed}, got {value!r}")
     return float(value)
@@ -53,5 +55,7 @@ def jittered(x_sharp, noise: float):
 
 def hessian_norm(loss, x) -> float:
     """Spectral norm of ``Hess loss(x)`` by autodiff (dense; for the small ``d`` of these families)."""
-    hess = np.asarray(jax.jit(jax.hessian(loss))(jnp.asarray(x, dtype=jnp.float64)))  # jit: 5x faster
+    hess = np.asarray(
+        jax.jit(jax.hessian(loss))(jnp.asarray(x, dtype=jnp.float64))
+    )  # jit: 5x faster
     return float(np.max(np.abs(np.linalg.eigvalsh(hess))))

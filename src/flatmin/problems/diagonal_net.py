@@ -5,9 +5,13 @@ with ``J = X [diag(2u), -diag(2v)]``, so ``tr Hess = 4 sum_j c_j (u_j^2 + v_j^2)
 For fixed ``beta`` this is smallest when ``u_j v_j = 0``, where it is ``4 sum_j c_j |beta_j|``: the
 flattest minima solve the weighted basis pursuit LP ``min sum_j c_j |beta_j|  s.t.  X beta = y``.
 
-Caveat: ``hessian_rank = n`` holds where ``J`` has rank ``n`` (e.g. at the start, every ``u_j v_j != 0``).
-At a sparse minimum (``|supp beta| < n``, e.g. the flattest one when the LP recovers ``beta*``) the
-rank drops to ``|supp beta|``: ``X*`` is not a manifold there and ``f`` is quartic off it.
+Caveats. ``hessian_rank = n`` holds where ``J`` has rank ``n`` (e.g. at the start, every
+``u_j v_j != 0``). At a sparse minimum (``|supp beta| < n``, e.g. the flattest one when the LP
+recovers ``beta*``) the rank drops to ``|supp beta|``: ``X*`` is not a manifold there and ``f`` is
+quartic off it. The default instance (seed 0) does not recover ``beta*``: its LP solution has ``n``
+nonzeros and ``X*`` is a manifold there. Every basic solution (``u_j v_j = 0``, ``n`` nonzeros) is a
+first-order stationary point of ``trbar`` on ``X*`` (so passes the flatness test of NOTES §1); only
+LP-optimal ones are local minima of ``trbar`` on ``X*`` (second order: the LP's reduced costs).
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ def diagonal_net_data(problem: Problem) -> DiagonalNetData:
 
 def _uv(beta, offset):
     """``(u, v)`` flattened, with ``u*u - v*v = beta`` and ``u_j, v_j >= sqrt(offset)``."""
-    return np.concatenate([np.sqrt(np.maximum(beta, 0) + offset), np.sqrt(np.maximum(-beta, 0) + offset)])
+    return np.concatenate(
+        [np.sqrt(np.maximum(beta, 0) + offset), np.sqrt(np.maximum(-beta, 0) + offset)]
+    )
 
 
 @register_problem("diagonal_net")

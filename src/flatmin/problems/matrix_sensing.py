@@ -53,7 +53,9 @@ def _project(A, y, U):
             return U
         jac = 2.0 * np.einsum("kij,ja->kia", A, U).reshape(len(y), -1)
         U = U - np.linalg.lstsq(jac, res, rcond=None)[0].reshape(U.shape)
-    raise RuntimeError("matrix_sensing: no interpolator found near the start; change seed or init_scale")
+    raise RuntimeError(
+        "matrix_sensing: no interpolator found near the start; change seed or init_scale"
+    )
 
 
 @functools.lru_cache(maxsize=32)

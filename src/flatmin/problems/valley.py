@@ -30,7 +30,9 @@ def _check_sizes(fam, m, k, curvatures):
     k = check_int(fam, "k", k, 1)
     c = np.ones(k) if curvatures is None else np.asarray(curvatures, dtype=np.float64).reshape(-1)
     if c.shape != (k,) or not np.all(np.isfinite(c) & (c > 0)):
-        raise ValueError(f"{fam}: curvatures must be {k} (= k) positive numbers, got {curvatures!r}")
+        raise ValueError(
+            f"{fam}: curvatures must be {k} (= k) positive numbers, got {curvatures!r}"
+        )
     return m, k, c
 
 
@@ -69,13 +71,15 @@ def valley_bowl(m=2, k=2, curvatures=None, start=2.0, noise=1e-3) -> Problem:
     fam = "valley_bowl"
     m, k, c = _check_sizes(fam, m, k, curvatures)
     start = check_float(fam, "start", start)
-    return _valley(fam, lambda u: 1.0 + 0.5 * jnp.sum(u**2), start, 0.0, m, k, c, noise,
-                   dict(start=start))
+    return _valley(
+        fam, lambda u: 1.0 + 0.5 * jnp.sum(u**2), start, 0.0, m, k, c, noise, dict(start=start)
+    )
 
 
 @register_problem("valley_ramp")
-def valley_ramp(eps=1e-3, slope_factor=2.0, drop=1.0, width=1.0, m=1, k=2, curvatures=None,
-                noise=1e-3) -> Problem:
+def valley_ramp(
+    eps=1e-3, slope_factor=2.0, drop=1.0, width=1.0, m=1, k=2, curvatures=None, noise=1e-3
+) -> Problem:
     """The ramp: ``trbar(u, 0) = C + s width q(u_1/width) + (C/2) ||u_{2:}||^2``, ``q(z) = sqrt(1+z^2)-1``.
 
     ``s = slope_factor sqrt(eps)``. ``|d trbar/du_1| = s |q'|`` tends to ``s`` on the ramp and is at
@@ -101,12 +105,23 @@ def valley_ramp(eps=1e-3, slope_factor=2.0, drop=1.0, width=1.0, m=1, k=2, curva
 
     u_sharp = np.zeros(m)
     u_sharp[0] = width * z0
-    return _valley(fam, shape, u_sharp, 0.0, m, k, c, noise,
-                   dict(eps=eps, slope_factor=factor, drop=drop, width=width))
+    return _valley(
+        fam,
+        shape,
+        u_sharp,
+        0.0,
+        m,
+        k,
+        c,
+        noise,
+        dict(eps=eps, slope_factor=factor, drop=drop, width=width),
+    )
 
 
 @register_problem("valley_wells")
-def valley_wells(asymmetry=0.25, depth=1.0, start=2.0, m=1, k=2, curvatures=None, noise=1e-3) -> Problem:
+def valley_wells(
+    asymmetry=0.25, depth=1.0, start=2.0, m=1, k=2, curvatures=None, noise=1e-3
+) -> Problem:
     """``b(u) = 1 + depth sum_i phi(u_i)``, ``phi' = (z^2 - 1)(z + asymmetry)``, ``phi(1) = 0``.
 
     ``phi(z) = z^4/4 + a z^3/3 - z^2/2 - a z + 1/4 + 2a/3`` with ``a = asymmetry`` in ``[0, 1)``:
@@ -125,5 +140,6 @@ def valley_wells(asymmetry=0.25, depth=1.0, start=2.0, m=1, k=2, curvatures=None
         phi = u**4 / 4 + a * u**3 / 3 - u**2 / 2 - a * u + 0.25 + 2 * a / 3
         return 1.0 + depth * jnp.sum(phi)
 
-    return _valley(fam, shape, start, 1.0, m, k, c, noise,
-                   dict(asymmetry=a, depth=depth, start=start))
+    return _valley(
+        fam, shape, start, 1.0, m, k, c, noise, dict(asymmetry=a, depth=depth, start=start)
+    )
