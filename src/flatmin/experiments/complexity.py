@@ -9,7 +9,8 @@ bound must hold on each and is attained on the ramp), and d on the ramp for RS a
 (SA's count falls like 1/d, RS's does not: SA's lead grows like d).
 
 Config keys: ``seeds``, ``records`` (checkpoints per run), ``constants`` (per algorithm, with
-``cT``), ``final_gd_steps``, ``eps_sweep`` (``{eps: {algorithm: [eps...]}, instances: [spec + label]}``),
+``cT``), ``final_gd_steps``, ``eps_sweep`` (``{eps: {algorithm: [eps...]}, instances: [spec + label, and
+optionally its own eps lists]}``),
 ``dim_sweep`` (``{instance: spec, dim_param, values, eps, algorithms}``).
 """
 
@@ -36,7 +37,9 @@ PAPER_CONFIG = {
         "instances": [
             _RAMP,
             {"name": "valley_bowl", "params": {"m": 1, "k": 7}, "label": "bowl"},
-            {"name": "hyperbola", "params": {"depth": 2}, "label": "hyperbola"},
+            # d = 2: d^3 eps < 1 at SA's default grid, where its budget grows like eps^-3 / d^4.
+            {"name": "hyperbola", "params": {"depth": 2}, "label": "hyperbola",
+             "eps": {"rs": [0.01, 0.014, 0.02, 0.028, 0.04], "sa": [0.02, 0.028, 0.04]}},
         ],
     },
     "dim_sweep": {"instance": _RAMP, "dim_param": "k", "values": [3, 7, 15, 31], "eps": 0.02,
@@ -84,7 +87,7 @@ def compute(config: dict) -> pd.DataFrame:
     frames = []
     sweep = config["eps_sweep"]
     for spec in sweep["instances"]:
-        for algorithm, eps_list in sweep["eps"].items():
+        for algorithm, eps_list in spec.get("eps", sweep["eps"]).items():
             for eps in eps_list:
                 problem = make_instance(spec, eps)
                 if algorithm == "sa" and not problem.is_training_loss:
