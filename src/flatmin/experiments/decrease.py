@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 import flatmin
+from flatmin.analysis import exponent
 from flatmin.experiments._sweeps import make_instance, progress, schedule
+from flatmin.plotting import check_finite, log_log
 from flatmin.theory import decrease_bound
 
 _RAMP = {"name": "valley_ramp", "params": {"m": 1, "k": 7}, "eps_param": "eps"}
@@ -94,25 +96,27 @@ def compute(config: dict) -> pd.DataFrame:
 
 def plot(results: pd.DataFrame, config: dict):
     value = "decrease_per_perturbed_step"
-    if not np.all(np.isfinite(results[value])):
-        raise ValueError("non-finite decrease in the results; refusing to plot")
+    check_finite(results, [value, "bound"], "decrease")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for ax, sweep, level, xlabel in ((axes[0], "eps", "eps", "target accuracy ε"),
                                      (axes[1], "dim", "dim", "dimension d")):
         rows = results[results["sweep"] == sweep]
         for i, (algorithm, group) in enumerate(rows.groupby("algorithm")):
             stats = group.groupby(level)[value].agg(["mean", "sem"]).reset_index()
+            fit = exponent(group, level, value)
             ax.errorbar(stats[level], stats["mean"], yerr=2 * stats["sem"], fmt="o", color=f"C{i}",
-                        label=f"{algorithm.upper()} measured (±2 SE)")
+                        label=f"{algorithm.upper()} measured (±2 SE), slope {fit.value:.2f} "
+                              f"[{fit.low:.2f}, {fit.high:.2f}]")
             bound = group.groupby(level)["bound"].first()
             scale = stats["mean"].iloc[0] / bound.iloc[0]
             ax.plot(bound.index, scale * bound.to_numpy(), "--", color=f"C{i}",
                     label=f"{algorithm.upper()} lemma rate " + ("ε³" if algorithm == "rs" else "d min{1,εd³} ε²")
                     + " (scaled)")
-        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="decrease of trbar(Φ(x)) per perturbed step")
+        log_log(ax)
+        ax.set(xlabel=xlabel, ylabel="decrease of trbar(Φ(x)) per perturbed step")
         ax.legend(fontsize=8)
-    dims = sorted(results[results["sweep"] == "eps"]["dim"].unique())
-    axes[0].set_title(f"(a) against ε on {config['problem']['name']}, d={dims}")
+    dims = ", ".join(str(int(d)) for d in sorted(results[results["sweep"] == "eps"]["dim"].unique()))
+    axes[0].set_title(f"(a) against ε on {config['problem']['name']}, d = {dims}")
     eps_text = ", ".join(f"{a.upper()} ε={e}" for a, e in config["dim_sweep"]["eps"].items())
     axes[1].set_title(f"(b) against d ({eps_text})")
     fig.suptitle(f"E2: per-step flatness gain under the theory schedules (Lemmas 2 and 4), {config['seeds']} seeds")

@@ -31,6 +31,7 @@ import pandas as pd
 import flatmin
 from flatmin.algorithms import rs_direction, sa_direction
 from flatmin.experiments._sweeps import progress
+from flatmin.plotting import check_finite, log_log
 from flatmin.flatness import normalized_trace, tangent_projector
 
 PAPER_CONFIG = {
@@ -162,8 +163,7 @@ def dim_ratio(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(results: pd.DataFrame, config: dict):
-    if not np.all(np.isfinite(results[["measured", "se", "predicted"]].to_numpy())):
-        raise ValueError("non-finite values in the identities results; refusing to plot")
+    check_finite(results, ["measured", "se", "predicted"], "identities")
     fig, (ax_rho, ax_dim) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     rho_rows = results[results["part"] == "rho"]
     for algorithm, color in (("rs", "C0"), ("sa", "C1")):
@@ -172,14 +172,16 @@ def plot(results: pd.DataFrame, config: dict):
                         label=f"{algorithm.upper()} measured (±2 SE)")
         ax_rho.plot(rows["rho"], rows["predicted"], "-", color=color,
                     label=f"{algorithm.upper()} predicted " + ("d ρ²/2 ∂trbar" if algorithm == "sa" else "ρ²/2 ∂trbar"))
-    ax_rho.set(xscale="log", yscale="log", xlabel="perturbation radius ρ",
+    log_log(ax_rho)
+    ax_rho.set(xlabel="perturbation radius ρ",
                ylabel="tangential mean of v (parameter units)",
                title=f"(a) E[dΦ v] vs ρ on {rho_rows['problem'].iloc[0]} (d={rho_rows['dim'].iloc[0]})")
     ax_rho.legend(fontsize=8)
     ratio = dim_ratio(results)
     ax_dim.errorbar(ratio["dim"], ratio["ratio"], yerr=2 * ratio["se"], fmt="o", label="measured SA/RS (±2 SE)")
     ax_dim.plot(ratio["dim"], ratio["dim"], "k--", label="predicted: d")
-    ax_dim.set(xscale="log", yscale="log", xlabel="dimension d",
+    log_log(ax_dim)
+    ax_dim.set(xlabel="dimension d",
                ylabel="SA / RS tangential mean (ratio)",
                title=f"(b) SA's d-fold gain on {results[results['part'] == 'dim']['problem'].iloc[0]}, "
                      f"ρ={config['dim_rho']}")
