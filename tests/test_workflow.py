@@ -401,7 +401,8 @@ def test_dry_run(tmp_path, profile):
 @needs_snakemake
 def test_default_config_is_the_paper_profile(tmp_path):
     """Without --configfile the workflow reads config/config.yaml relative to the working directory."""
-    done = subprocess.run([SNAKEMAKE, "-n", "--cores", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run([SNAKEMAKE, "-n", "--forceall", "--cores", "1"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "figures/identities.pdf" in dry_run_outputs(done.stdout)
 

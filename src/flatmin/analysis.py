@@ -42,9 +42,12 @@ def loglog_slope(x, y) -> float:
 
 
 def _samples_by_level(frame: pd.DataFrame, level: str, value: str) -> tuple[np.ndarray, list[np.ndarray]]:
-    bad = frame[~np.isfinite(frame[value].to_numpy(dtype=float))]
-    if len(bad):
-        raise ValueError(f"non-finite {value!r} in rows {bad.index.tolist()[:10]}: refusing to fit")
+    for column in (level, value):  # a NaN level would be dropped silently by groupby
+        data = frame[column].to_numpy(dtype=float)
+        bad = frame[~(np.isfinite(data) & (data > 0))]
+        if len(bad):
+            raise ValueError(f"non-finite or non-positive {column!r} in rows {bad.index.tolist()[:10]} "
+                             f"(values {bad[column].tolist()[:10]}): refusing to fit")
     groups = frame.groupby(level)[value]
     levels = np.array(sorted(groups.groups))
     samples = [groups.get_group(lv).to_numpy(dtype=float) for lv in levels]

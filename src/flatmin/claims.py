@@ -40,8 +40,8 @@ class Claim:
       tolerance: allowed absolute deviation from ``expected``.
       kind: ``"equal"`` (verdict consistent), ``"attained"`` (bound attained), ``"at_most"`` /
         ``"at_least"`` (bound holds when the measured value is on the right side within tolerance)
-        or ``"below"`` (consistent when the measured value is at most ``expected``: a test statistic
-        against its threshold).
+        ``"below"`` (consistent when the measured value is at most ``expected``: a test statistic
+        against its threshold) or ``"above"`` (consistent when it is strictly larger: a margin).
       expected_text: how to print ``expected``.
     """
 
@@ -68,6 +68,8 @@ class Claim:
             return "bound holds" if estimate.value >= self.expected - self.tolerance else "not confirmed"
         if self.kind == "below":
             return "consistent" if estimate.value <= self.expected else "not confirmed"
+        if self.kind == "above":
+            return "consistent" if estimate.value > self.expected else "not confirmed"
         raise ValueError(f"unknown claim kind {self.kind!r}")
 
 
@@ -147,6 +149,59 @@ def _lead_growth(results):
     return slope
 
 
+# E4, E5 -------------------------------------------------------------------------------------------
+def _single(compute_value):
+    def measure(results):
+        value = float(compute_value(results))
+        return Estimate(value, value, value)
+
+    return measure
+
+
+def _gd_drift(results):
+    from flatmin.experiments.trajectories import trace_drift
+
+    return trace_drift(results, "gd")
+
+
+def _flatter_than_gd(results):
+    """Smallest margin, over RS and SA, of GD's mean final trace over theirs."""
+    from flatmin.experiments.trajectories import final_trace_by_method
+
+    final = final_trace_by_method(results)
+    return min(final["gd"] - final[name] for name in ("rs", "sa") if name in final.index)
+
+
+def _example1_gap(results):
+    from flatmin.experiments.example1 import disjointness_gap
+
+    return disjointness_gap(results)
+
+
+def _example1_flattest(results):
+    from flatmin.experiments.example1 import min_trace_on_minima
+
+    return min_trace_on_minima(results)["trbar"].max()
+
+
+# Escape (issue 5, the paper's Figure 3 at CPU scale) ---------------------------------------------
+def _escape(prefix: str, reduce: str = "min"):
+    """The value of the escape experiment's own claim rows whose name starts with ``prefix``
+    (:func:`flatmin.experiments.escape.claims_table`), reduced over batch sizes / rhos."""
+
+    def measure(results):
+        from flatmin.experiments.escape import claims_table
+
+        table = claims_table(results)
+        rows = table[table["claim"].str.startswith(prefix)]
+        if rows.empty:
+            raise ValueError(f"the escape results have no claim row starting with {prefix!r}")
+        value = float(getattr(rows["value"], reduce)())
+        return Estimate(value, value, value)
+
+    return measure
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("rs_identity", "§4 (Lemma 2's mechanism)",
           "RS: E[dPhi v] = (rho^2/2) dPhi grad trbar + O(rho^4); measured rho^2 coefficient / predicted",
@@ -187,6 +242,33 @@ CLAIMS: tuple[Claim, ...] = (
           "complexity", _exponent("dim", "sa", "dim", "first_flat_step"), -1.0, 0.3, "attained", "-1"),
     Claim("sa_lead_grows_with_d", "Table 1", "SA's lead over RS (ratio of iterations) grows like d (exponent)",
           "complexity", _lead_growth, 1.0, 0.3, "equal", "1"),
+    Claim("gd_does_not_move", "§1, Figure 3 (control)", "GD from a sharp minimum stays where it is: largest "
+          "|change of trbar(Phi(x_t))| over checkpoints and seeds (E4)", "trajectories", _single(_gd_drift),
+          1e-6, 0.0, "below", "<= 1e-6"),
+    Claim("rs_sa_flatter_than_gd", "Theorems 1 and 2", "RS and SA end at flatter minima than GD (smallest "
+          "margin of GD's final trbar over theirs, E4)", "trajectories", _single(_flatter_than_gd), 0.0, 0.0,
+          "above", "> 0"),
+    Claim("example1_disjoint", "Example 1", "The minimizers of the trace are not minima of f: f at the trace "
+          "minimizer (E5; f(0) = 1)", "example1", _single(_example1_gap), 0.0, 0.0, "above", "> 0"),
+    Claim("example1_flattest_on_minima", "Example 1", "Restricted to the minima x1 x2 = 1, trbar is smallest at "
+          "±(1, 1) with trbar = 2 (E5, larger of the two branch minima)", "example1", _single(_example1_flattest),
+          2.0, 1e-8, "equal", "2"),
+    Claim("escape_sgd_stays", "Figure 3", "At the small constant step, SGD does not escape the sharp minimizer "
+          "(largest |change of test accuracy|)", "escape", _escape("sgd_stays"), 0.01, 0.0, "below", "<= 0.01"),
+    Claim("escape_sa_beats_rs_equal_rho", "Figure 3", "SA escapes more than RS at equal rho, batch 128 "
+          "(smallest SA - RS final test accuracy)", "escape", _escape("sa_beats_rs_equal_rho"), 0.0, 0.0,
+          "above", "> 0"),
+    Claim("escape_sa_beats_rs_smaller_rho", "Figure 3", "SA escapes more than RS even with a smaller rho "
+          "(best margin over RS runs with rho >= SA's)", "escape", _escape("sa_beats_rs_smaller_rho", "max"),
+          0.0, 0.0, "above", "> 0"),
+    Claim("escape_small_batch_best", "Figure 3", "SA with batch 1 escapes best (margin over larger batches)",
+          "escape", _escape("smallest_batch_best", "min"), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_train_acc_100", "Figure 3", "Training accuracy stays at 100% for every method "
+          "(minimum over checkpoints, runs, seeds)", "escape", _escape("train_acc_100"), 1.0, 0.0,
+          "equal", "1"),
+    Claim("escape_trace_falls_as_test_rises", "§1, Figure 3", "The trace falls as test accuracy rises "
+          "(Spearman correlation of their changes over runs)", "escape", _escape("trace_falls_as_test_rises"),
+          0.0, 0.0, "below", "< 0"),
 )
 
 
@@ -218,7 +300,8 @@ def evaluate(results: dict[str, pd.DataFrame], config: dict | None = None, claim
                 row.update(measured=estimate.value, low=estimate.low, high=estimate.high,
                            verdict=claim.verdict(estimate))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["id", "reference", "statement", "experiment", "measured", "low", "high",
+                                       "expected", "tolerance", "verdict", "note"])
 
 
 def table1(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -235,9 +318,10 @@ def table1(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
         {"algorithm": "RS (Algorithm 1, Theorem 1)", "paper rate": "O(eps^-3)",
          "exponent in eps, ramp": cell("theorem1_exponent_ramp"),
          "exponent in eps, bowl": cell("theorem1_exponent_bowl"), "exponent in d": "—",
-         "per-step decrease exponent (Lemma 2)": cell("lemma2_exponent")},
+         "per-step decrease exponent (Lemma 2)": cell("lemma2_exponent"),
+         "per-step decrease exponent (Lemma 4)": "—"},
         {"algorithm": "SA (Algorithm 2, Theorem 2)", "paper rate": "O(d^-1 eps^-2 max{1, 1/(d^3 eps)})",
          "exponent in eps, ramp": cell("theorem2_exponent_ramp"), "exponent in eps, bowl": "—",
-         "exponent in d": cell("theorem2_exponent_d"),
+         "exponent in d": cell("theorem2_exponent_d"), "per-step decrease exponent (Lemma 2)": "—",
          "per-step decrease exponent (Lemma 4)": cell("lemma4_exponent_eps")},
     ])

@@ -137,6 +137,8 @@ def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, theory_label: str)
 def plot(results: pd.DataFrame, config: dict):
     # first_flat_step is NaN by design where a run never became flat: those are annotated, not dropped.
     check_finite(results, ["budget", "flat_fraction", "trace_end"], "complexity")
+    if results["first_flat_step"].notna().sum() == 0:
+        raise ValueError("non-finite first_flat_step everywhere: no run became flat, nothing to plot")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
     eps_rows = results[results["sweep"] == "eps"]
     _panel(axes[0], eps_rows[eps_rows["algorithm"] == "rs"], "eps", "instance", "ε⁻³")

@@ -103,10 +103,12 @@ def plot(results: pd.DataFrame, config: dict):
         rows = results[results["sweep"] == sweep]
         for i, (algorithm, group) in enumerate(rows.groupby("algorithm")):
             stats = group.groupby(level)[value].agg(["mean", "sem"]).reset_index()
-            fit = exponent(group, level, value)
+            slope = ""
+            if group[level].nunique() >= 2:  # a sweep of one level (a valid config) has no slope
+                fit = exponent(group, level, value)
+                slope = f", slope {fit.value:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
             ax.errorbar(stats[level], stats["mean"], yerr=2 * stats["sem"], fmt="o", color=f"C{i}",
-                        label=f"{algorithm.upper()} measured (±2 SE), slope {fit.value:.2f} "
-                              f"[{fit.low:.2f}, {fit.high:.2f}]")
+                        label=f"{algorithm.upper()} measured (±2 SE){slope}")
             bound = group.groupby(level)["bound"].first()
             scale = stats["mean"].iloc[0] / bound.iloc[0]
             ax.plot(bound.index, scale * bound.to_numpy(), "--", color=f"C{i}",

@@ -1,0 +1,416 @@
+"""E4 — trajectories: how far each method moves along the minima, from one sharp start.
+
+From the same sharp start ``x0`` (the problem's ``initial_point`` at PRNG key ``start_seed``: on the
+hyperbola ``f = (xy - 1)^2`` the point ``(2, 1/2)`` plus a 1e-3 jitter, ``trbar = 4.25``), GD, SGD, SAM,
+RS (Algorithm 1), RS without the projection (``rs_noproj``) and SA (Algorithm 2) run with one shared
+step size, on several seeds (the seeds drive the algorithms' randomness only; the start is shared).
+At every checkpoint the table records ``trbar(Phi(x_t))`` (the normalized trace at the limit point of
+the gradient flow, :func:`flatmin.flatness`), the distance ``||x_t - x_flat||`` to the nearest listed
+flattest point of the problem (``problem.flattest_points``; on the hyperbola ``(1, 1)``,
+``trbar = 2``), the loss, and the first ``coords`` coordinates of the iterate (the paths of the
+picture).
+
+What to expect (and what the figure shows honestly): GD and SGD (with ``n = 1`` sample, SGD *is* GD)
+stay at the sharp minimum they converge to; RS, RS without projection, SA and SAM drift along
+``X*`` towards the flattest point. SAM and RS without projection do not land on ``X*``: their
+iterates keep a loss of order ``rho^2`` (SAM's fixed point lies off the minima; ``rs_noproj``'s
+normal kicks are not projected out), which the loss column shows.
+
+Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG`` below are the defaults; ``CONFIG_SCHEMA`` is the same
+as a JSON-schema fragment):
+
+``seeds``
+    an integer ``S`` (seeds ``0..S-1``) or a list of distinct integers: the algorithms' seeds.
+``start_seed``
+    integer >= 0: the PRNG key of ``problem.initial_point`` giving the shared start.
+``instances``
+    a non-empty list; each entry ``{label, problem: {name, params}, steps, record_every, shared,
+    algorithms}``: ``steps`` (main steps of every algorithm), ``record_every`` (checkpoint spacing),
+    ``shared`` (parameters common to all algorithms, e.g. ``eta``, ``eta_prime``, ``rho``, ``eps0``,
+    ``batch_size``; each algorithm takes only those it uses, see
+    :data:`flatmin.algorithms.REQUIRED`), ``algorithms`` (``{algorithm: {overrides}}``, the
+    algorithms to run, each with its own overrides of ``shared``; ``{}`` for none).
+``coords``
+    integer >= 2: how many leading coordinates of the iterates the table keeps (``x_0 .. x_{k-1}``).
+``picture``
+    ``{instance, seed, xlim, ylim}``: the instance drawn in the plane (its first two coordinates;
+    the hyperbola ``xy = 1`` colored by ``trbar`` on it is drawn when the instance is the
+    ``depth = 2`` hyperbola), the seed whose paths are drawn, and the plot window.
+
+Results table: one row per (instance, algorithm, seed, step), columns :data:`COLUMNS`.
+Statistics for the audit: :func:`final_rows`, :func:`final_trace_by_method`,
+:func:`final_distance_by_method`, :func:`trace_drift`, :func:`excess_trace_left`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.collections import LineCollection
+
+import flatmin
+from flatmin.algorithms import DEFAULTS, REQUIRED
+from flatmin.experiments._sweeps import progress
+
+ALGORITHM_ORDER = ("gd", "sgd", "sam", "rs", "rs_noproj", "sa")
+LABELS = {"gd": "GD", "sgd": "SGD", "sam": "SAM", "rs": "RS (Alg. 1)", "rs_noproj": "RS, no projection",
+          "sa": "SA (Alg. 2)"}
+COLORS = {"gd": "black", "sgd": "0.55", "sam": "C2", "rs": "C0", "rs_noproj": "C9", "sa": "C3"}
+STYLES = {"gd": "-", "sgd": ":", "sam": "-.", "rs": "-", "rs_noproj": "--", "sa": "-"}
+
+#: Columns of the results table (plus ``x_0 .. x_{coords-1}``).
+COLUMNS = ("instance", "problem", "dim", "algorithm", "seed", "step", "eta", "rho", "loss", "grad_norm",
+           "perturbed_fraction", "distance", "loss_gap", "trace", "tangent_grad_norm",
+           "distance_to_flattest", "flattest_trace")
+
+_HYPERBOLA = {
+    "label": "hyperbola",
+    "problem": {"name": "hyperbola", "params": {"depth": 2, "sharpness": 2.0, "noise": 0.001}},
+    "steps": 4000,
+    "record_every": 20,
+    # eta * smoothness = 0.05 * 8.5 = 0.43 < 2: GD is stable at the sharp minimum (it cannot
+    # catapult out). rho = 0.1 keeps the drift slow enough to be seen along the whole path.
+    # eps0 = 1 keeps the gate of RS / SA open along every run (gradients stay below ~0.3, even
+    # under rs_noproj's unprojected kicks), so the methods differ by their perturbation only.
+    "shared": {"eta": 0.05, "eta_prime": 0.05, "rho": 0.1, "eps0": 1.0, "batch_size": 1},
+    "algorithms": {"gd": {}, "sgd": {}, "sam": {}, "rs": {}, "rs_noproj": {}, "sa": {}},
+}
+PAPER_CONFIG = {
+    "enabled": True,
+    "seeds": 8,
+    "start_seed": 0,
+    "instances": [_HYPERBOLA],
+    "coords": 2,
+    "picture": {"instance": "hyperbola", "seed": 0, "xlim": [0.5, 2.3], "ylim": [0.3, 1.5]},
+}
+QUICK_CONFIG = {
+    **PAPER_CONFIG,
+    "seeds": 3,
+    "instances": [{**_HYPERBOLA, "steps": 2000, "record_every": 40}],
+}
+
+CONFIG_SCHEMA = yaml.safe_load(r"""
+description: E4 trajectories of GD, SGD, SAM, RS, RS without projection and SA from one sharp start, flatmin.experiments.trajectories
+$ref: "#/$defs/workflow_keys"
+if: { required: [enabled], properties: { enabled: { const: true } } }
+then:
+  required: [seeds, start_seed, instances, coords, picture]
+properties:
+  seeds:
+    description: seeds of the algorithms' randomness (the start is shared), an integer n >= 1 or a list of distinct integers >= 0
+    $ref: "#/$defs/seeds"
+  start_seed:
+    description: PRNG key of the problem's initial_point, the start shared by every algorithm and seed, an integer >= 0
+    type: integer
+    minimum: 0
+  instances:
+    description: the problems run, a non-empty list of {label, problem, steps, record_every, shared, algorithms}
+    type: array
+    minItems: 1
+    items:
+      description: "an instance: {label, problem: {name, params}, steps, record_every, shared, algorithms}"
+      type: object
+      additionalProperties: false
+      required: [label, problem, steps, record_every, shared, algorithms]
+      properties:
+        label:
+          description: the instance's name in the table and the figure, a non-empty string
+          type: string
+          minLength: 1
+        problem:
+          description: "the problem, {name, params}"
+          $ref: "#/$defs/problem"
+        steps:
+          description: main steps of every algorithm, an integer >= 1
+          type: integer
+          minimum: 1
+        record_every:
+          description: checkpoint spacing in steps, an integer >= 1
+          type: integer
+          minimum: 1
+        shared:
+          description: "step parameters shared by every algorithm (each takes those it uses): eta, eta_prime, rho, eps0, batch_size, fallback_radius"
+          $ref: "#/$defs/trajectory_params"
+        algorithms:
+          description: "the algorithms run, {algorithm: {overrides of shared}} with algorithm one of gd, sgd, sam, rs, rs_noproj, sa"
+          type: object
+          minProperties: 1
+          propertyNames: { $ref: "#/$defs/algorithm" }
+          additionalProperties: { $ref: "#/$defs/trajectory_params" }
+  coords:
+    description: number of leading coordinates of the iterates kept in the table (the paths), an integer >= 2
+    type: integer
+    minimum: 2
+  picture:
+    description: "the plane picture: {instance (a label of instances), seed (whose paths are drawn), xlim, ylim}"
+    type: object
+    additionalProperties: false
+    required: [instance, seed, xlim, ylim]
+    properties:
+      instance:
+        description: label of the instance drawn in the plane (its first two coordinates)
+        type: string
+        minLength: 1
+      seed:
+        description: the seed whose paths are drawn, one of seeds
+        type: integer
+        minimum: 0
+      xlim:
+        description: "x range of the picture, [low, high]"
+        type: array
+        items: { description: an end of the x range, a number, type: number }
+        minItems: 2
+        maxItems: 2
+      ylim:
+        description: "y range of the picture, [low, high]"
+        type: array
+        items: { description: an end of the y range, a number, type: number }
+        minItems: 2
+        maxItems: 2
+unevaluatedProperties: false
+""")
+
+#: Shared building block of :data:`CONFIG_SCHEMA` (goes under ``$defs``, also used by E6).
+TRAJECTORY_PARAMS_SCHEMA = yaml.safe_load(r"""
+description: "step parameters of flatmin.run: {eta, eta_prime, rho, eps0, batch_size, fallback_radius, final_gd_steps}"
+type: object
+additionalProperties: false
+properties:
+  eta: { description: "GD step size eta, a number > 0", type: number, exclusiveMinimum: 0 }
+  eta_prime: { description: "perturbed step size eta', a number > 0", type: number, exclusiveMinimum: 0 }
+  rho: { description: "perturbation radius rho, a number > 0", type: number, exclusiveMinimum: 0 }
+  eps0: { description: "gradient-norm gate eps0 of the perturbed branch, a number > 0", type: number, exclusiveMinimum: 0 }
+  batch_size: { description: "mini-batch size of SGD, SAM and SA, an integer >= 1", type: integer, minimum: 1 }
+  fallback_radius: { description: "SA's probe radius when a sample gradient vanishes, a number > 0", type: number, exclusiveMinimum: 0 }
+  final_gd_steps: { description: "plain GD steps after the main steps, an integer >= 0", type: integer, minimum: 0 }
+""")
+SCHEMA_DEFS = {"trajectory_params": TRAJECTORY_PARAMS_SCHEMA}
+
+
+# --------------------------------------------------------------------------------------------------
+# Compute
+
+
+def algorithm_params(algorithm: str, shared: dict, overrides: dict) -> dict:
+    """The parameters ``algorithm`` uses: ``shared`` then ``overrides``, restricted to its keys."""
+    if algorithm not in REQUIRED:
+        raise ValueError(f"unknown algorithm {algorithm!r}; allowed: {', '.join(REQUIRED)}")
+    merged = {**shared, **overrides}
+    keys = set(REQUIRED[algorithm]) | set(DEFAULTS)
+    return {k: v for k, v in merged.items() if k in keys}
+
+
+def nearest_flattest_distance(problem, points: np.ndarray) -> np.ndarray:
+    """``min_k ||x - p_k||`` over ``problem.flattest_points`` for each row of ``points`` ``(..., d)``."""
+    if problem.flattest_points is None:
+        raise ValueError(f"problem {problem.name!r} lists no flattest_points: no distance to the flattest point")
+    flat = np.asarray(problem.flattest_points, dtype=float).reshape(-1, problem.dim)
+    diff = np.asarray(points, dtype=float)[..., None, :] - flat
+    return np.linalg.norm(diff, axis=-1).min(axis=-1)
+
+
+def run_instance(instance: dict, seeds, start_seed: int, coords: int) -> pd.DataFrame:
+    """All algorithms of one instance from the shared start; rows of :data:`COLUMNS` and coordinates."""
+    spec = instance["problem"]
+    problem = flatmin.make_problem(spec["name"], **spec.get("params", {}))
+    x0 = problem.start(jax.random.PRNGKey(start_seed))
+    frames = []
+    for algorithm, overrides in instance["algorithms"].items():
+        params = algorithm_params(algorithm, instance["shared"], overrides or {})
+        progress("trajectories", f"{instance['label']}: {algorithm} {params}, {instance['steps']} steps")
+        result = flatmin.run(problem, algorithm, x0, params, int(instance["steps"]), seeds,
+                             record_every=int(instance["record_every"]))
+        m = result.metrics
+        points = result.iterates.reshape(-1, problem.dim)  # (seed, checkpoint) in metrics' row order
+        frame = pd.DataFrame({
+            "instance": instance["label"],
+            "problem": spec["name"],
+            "dim": problem.dim,
+            "algorithm": algorithm,
+            "seed": m["seed"].to_numpy(),
+            "step": m["step"].to_numpy(),
+            "eta": params["eta"],
+            "rho": params.get("rho", 0.0),
+            "loss": m["loss"].to_numpy(),
+            "grad_norm": m["grad_norm"].to_numpy(),
+            "perturbed_fraction": m["perturbed_fraction"].to_numpy(),
+            "distance": m["distance"].to_numpy(),
+            "loss_gap": m["loss_gap"].to_numpy(),
+            "trace": m["trace"].to_numpy(),
+            "tangent_grad_norm": m["tangent_grad_norm"].to_numpy(),
+            "distance_to_flattest": nearest_flattest_distance(problem, points),
+            "flattest_trace": np.nan if problem.flattest_trace is None else problem.flattest_trace,
+        })
+        for i in range(min(coords, problem.dim)):
+            frame[f"x_{i}"] = points[:, i]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def compute(config: dict) -> pd.DataFrame:
+    """Rows per (instance, algorithm, seed, checkpoint step); columns :data:`COLUMNS` and ``x_i``."""
+    frames = [run_instance(inst, config["seeds"], int(config["start_seed"]), int(config["coords"]))
+              for inst in config["instances"]]
+    results = pd.concat(frames, ignore_index=True)
+    if not np.all(np.isfinite(results["trace"])):
+        raise FloatingPointError("trajectories: non-finite trbar(Phi) (the gradient flow did not converge)")
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics for the audit (pure functions of the results table)
+
+
+def _one_instance(results: pd.DataFrame, instance: str | None) -> pd.DataFrame:
+    labels = results["instance"].unique()
+    if instance is None:
+        if len(labels) != 1:
+            raise ValueError(f"several instances {list(labels)}: name one")
+        instance = labels[0]
+    rows = results[results["instance"] == instance]
+    if rows.empty:
+        raise ValueError(f"no rows of instance {instance!r}; have {list(labels)}")
+    return rows
+
+
+def final_rows(results: pd.DataFrame, instance: str | None = None) -> pd.DataFrame:
+    """The last checkpoint of every (algorithm, seed) of ``instance``, indexed by (algorithm, seed),
+    with ``trace_start`` (``trbar(Phi(x_0))``) added."""
+    rows = _one_instance(results, instance).sort_values("step")
+    last = rows.groupby(["algorithm", "seed"]).tail(1).set_index(["algorithm", "seed"]).sort_index()
+    first = rows.groupby(["algorithm", "seed"]).head(1).set_index(["algorithm", "seed"])
+    return last.assign(trace_start=first["trace"].reindex(last.index))
+
+
+def final_trace_by_method(results: pd.DataFrame, instance: str | None = None) -> pd.Series:
+    """Mean over seeds of the final ``trbar(Phi(x_T))`` per algorithm (a Series indexed by algorithm).
+    Per-seed values for intervals: ``final_rows(results)["trace"]``."""
+    return final_rows(results, instance)["trace"].groupby("algorithm").mean()
+
+
+def final_distance_by_method(results: pd.DataFrame, instance: str | None = None) -> pd.Series:
+    """Mean over seeds of the final ``||x_T - x_flat||`` per algorithm."""
+    return final_rows(results, instance)["distance_to_flattest"].groupby("algorithm").mean()
+
+
+def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | None = None) -> float:
+    """``max_t |trbar(Phi(x_t)) - trbar(Phi(x_0))|`` over every checkpoint and seed of ``algorithm``:
+    how far it moved along the minima (GD: ~0, it converges to the minimum next to its start)."""
+    rows = _one_instance(results, instance)
+    rows = rows[rows["algorithm"] == algorithm]
+    if rows.empty:
+        raise ValueError(f"no rows of algorithm {algorithm!r}")
+    start = rows.sort_values("step").groupby("seed")["trace"].transform("first")
+    return float(np.max(np.abs(rows["trace"] - start)))
+
+
+def excess_trace_left(results: pd.DataFrame, instance: str | None = None) -> pd.DataFrame:
+    """Per (algorithm, seed): the fraction of the initial excess trace left at the end,
+    ``(trbar_T - trbar_flat) / (trbar_0 - trbar_flat)`` (1: did not move; 0: reached the flattest
+    trace), with columns ``trace_start, trace, flattest_trace, fraction_left``."""
+    last = final_rows(results, instance)
+    frac = (last["trace"] - last["flattest_trace"]) / (last["trace_start"] - last["flattest_trace"])
+    return last[["trace_start", "trace", "flattest_trace"]].assign(fraction_left=frac)
+
+
+# --------------------------------------------------------------------------------------------------
+# Figure
+
+
+def _check_finite(frame: pd.DataFrame, columns) -> None:
+    for column in columns:
+        values = frame[column].to_numpy(dtype=float)
+        if not np.all(np.isfinite(values)):
+            bad = frame.index[~np.isfinite(values)].tolist()[:10]
+            raise ValueError(f"trajectories: non-finite {column!r} in rows {bad}; refusing to plot")
+
+
+def _ordered(algorithms) -> list[str]:
+    return sorted(algorithms, key=lambda a: ALGORITHM_ORDER.index(a) if a in ALGORITHM_ORDER else 99)
+
+
+def _band(ax, rows: pd.DataFrame, column: str) -> None:
+    for algorithm in _ordered(rows["algorithm"].unique()):
+        group = rows[rows["algorithm"] == algorithm]
+        stats = group.groupby("step")[column].agg(["mean", "std", "count"])
+        std = stats["std"].fillna(0.0).to_numpy()
+        mean = stats["mean"].to_numpy()
+        ax.plot(stats.index, mean, STYLES.get(algorithm, "-"), color=COLORS.get(algorithm),
+                label=LABELS.get(algorithm, algorithm), lw=1.5)
+        ax.fill_between(stats.index, mean - std, mean + std, color=COLORS.get(algorithm), alpha=0.15, lw=0)
+
+
+def _picture(ax, rows: pd.DataFrame, picture: dict, hyperbola: bool) -> None:
+    xlim, ylim = picture["xlim"], picture["ylim"]
+    if hyperbola:
+        t = np.geomspace(max(xlim[0], 1e-3) if xlim[0] > 0 else 1e-3, xlim[1], 600)
+        t = t[(1 / t >= ylim[0]) & (1 / t <= ylim[1])]
+        curve = np.c_[t, 1 / t]
+        trbar = t**2 + t**-2  # tr Hess / d = 2 (x^2 + y^2) / 2 on xy = 1
+        segments = np.stack([curve[:-1], curve[1:]], axis=1)
+        lc = LineCollection(segments, cmap="viridis", lw=4, alpha=0.6, zorder=1)
+        lc.set_array(0.5 * (trbar[:-1] + trbar[1:]))
+        ax.add_collection(lc)
+        bar = ax.figure.colorbar(lc, ax=ax, pad=0.02)
+        bar.set_label("trbar on X* = tr(∇²f)/d = x² + y²")
+        ax.plot([1], [1], "*", color="gold", mec="k", ms=14, zorder=5, label="flattest point (1, 1), trbar = 2")
+    seed = picture["seed"]
+    for algorithm in _ordered(rows["algorithm"].unique()):
+        path = rows[(rows["algorithm"] == algorithm) & (rows["seed"] == seed)].sort_values("step")
+        if path.empty:
+            raise ValueError(f"trajectories: no path of {algorithm!r} for picture seed {seed}")
+        ax.plot(path["x_0"], path["x_1"], STYLES.get(algorithm, "-"), color=COLORS.get(algorithm), lw=1.2,
+                zorder=3, label=f"{LABELS.get(algorithm, algorithm)} path")
+        ax.plot(path["x_0"].iloc[-1], path["x_1"].iloc[-1], "o", color=COLORS.get(algorithm), mec="k",
+                ms=6, zorder=4)
+    start = rows.sort_values("step").iloc[0]
+    ax.plot(start["x_0"], start["x_1"], "s", color="white", mec="k", ms=8, zorder=6,
+            label=f"start ({start['x_0']:.2f}, {start['x_1']:.2f})")
+    ax.set(xlim=xlim, ylim=ylim, xlabel="x₁ (coordinate, no unit)", ylabel="x₂ (coordinate, no unit)",
+           aspect="equal")
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def plot(results: pd.DataFrame, config: dict):
+    """Per instance: (a) ``trbar(Phi(x_t))`` and (b) distance to the flattest point against iterations
+    (mean and ±1 SD band over seeds); (c) the paths in the plane for ``picture.instance``, else the
+    loss against iterations."""
+    _check_finite(results, ["step", "trace", "distance_to_flattest", "loss"])
+    instances = list(dict.fromkeys(results["instance"]))
+    picture = config.get("picture", {})
+    fig, axes = plt.subplots(len(instances), 3, figsize=(16, 4.8 * len(instances)), squeeze=False,
+                             layout="constrained")
+    seeds = results["seed"].nunique()
+    for row, label in zip(axes, instances):
+        rows = results[results["instance"] == label]
+        _band(row[0], rows, "trace")
+        flat = rows["flattest_trace"].iloc[0]
+        if np.isfinite(flat):
+            row[0].axhline(flat, color="gold", ls="--", lw=1, label=f"flattest trbar = {flat:g}")
+        row[0].set(xlabel="iterations", ylabel="normalized trace trbar(Φ(xₜ)) = tr(∇²f)/d",
+                   title=f"(a) {label}: flatness of the limit point Φ(xₜ)")
+        row[0].legend(fontsize=7)
+        _band(row[1], rows, "distance_to_flattest")
+        row[1].set(xlabel="iterations", ylabel="distance ‖xₜ − x_flat‖ (Euclidean)",
+                   title=f"(b) {label}: distance to the flattest point")
+        row[1].legend(fontsize=7)
+        if label == picture.get("instance") and rows["dim"].iloc[0] >= 2 and "x_1" in rows:
+            hyperbola = rows["problem"].iloc[0] == "hyperbola" and rows["dim"].iloc[0] == 2
+            _picture(row[2], rows, picture, hyperbola)
+            row[2].set_title(f"(c) {label}: paths of seed {picture['seed']} (dots: end points)")
+        else:
+            _band(row[2], rows, "loss")
+            row[2].set(xlabel="iterations", ylabel="loss f(xₜ)", yscale="symlog",
+                       title=f"(c) {label}: loss along the run")
+            row[2].legend(fontsize=7)
+    first = results[results["instance"] == instances[0]]
+    eta = "; ".join(f"{LABELS.get(a, a)}: η={g['eta'].iloc[0]:g}" + (f", ρ={g['rho'].iloc[0]:g}" if g["rho"].iloc[0] else "")
+                    for a, g in first.groupby("algorithm", sort=False))
+    fig.suptitle("E4: trajectories from one sharp minimum — GD stays, the perturbed methods drift to the "
+                 f"flattest minimum (mean ± 1 SD over {seeds} seeds)\n{eta}", fontsize=11)
+    return fig

@@ -1,0 +1,282 @@
+"""flatmin.claims: verdict logic, evaluate(), table1() on synthetic results tables.
+
+The synthetic tables follow the documented results schemas of the experiments (complexity, decrease)
+with known exponents and small lognormal noise (fixed seeds), so the expected verdicts are known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flatmin.analysis import Estimate
+from flatmin.claims import CLAIMS, VERDICTS, Claim, claim_ids, evaluate, table1
+
+EVALUATE_COLUMNS = ["id", "reference", "statement", "experiment", "measured", "low", "high", "expected",
+                    "tolerance", "verdict", "note"]
+EXPERIMENTS = {claim.experiment for claim in CLAIMS}
+
+
+def claim(kind, expected=1.0, tolerance=0.1):
+    return Claim("x", "ref", "statement", "exp", lambda results: Estimate(0, 0, 0), expected, tolerance, kind)
+
+
+# ============================================================================ Claim.verdict
+@pytest.mark.parametrize("kind, positive", [("equal", "consistent"), ("attained", "bound attained")])
+def test_verdict_equal_and_attained(kind, positive):
+    c = claim(kind, expected=1.0, tolerance=0.1)
+    assert c.verdict(Estimate(1.05, 1.04, 1.06)) == positive  # close, interval excludes 1
+    assert c.verdict(Estimate(1.5, 0.9, 2.1)) == positive  # far, interval contains 1
+    assert c.verdict(Estimate(0.5, 0.0, 1.0)) == positive  # interval edge
+    assert c.verdict(Estimate(0.9, 0.85, 0.95)) == positive  # |value - expected| = tolerance
+    assert c.verdict(Estimate(1.2, 1.15, 1.25)) == "not confirmed"  # above, interval excludes
+    assert c.verdict(Estimate(0.8, 0.75, 0.85)) == "not confirmed"  # below, interval excludes
+    assert claim(kind, tolerance=0.0).verdict(Estimate(1.05, 1.04, 1.06)) == "not confirmed"
+
+
+def test_verdict_at_most():
+    c = claim("at_most", expected=-3.0, tolerance=0.3)
+    assert c.verdict(Estimate(-4.0, -4.5, -3.5)) == "bound holds"  # well below
+    assert c.verdict(Estimate(-2.8, -2.9, -2.7)) == "bound holds"  # within tolerance above
+    assert c.verdict(Estimate(-2.5, -3.5, -1.5)) == "not confirmed"  # the interval does not rescue it
+    assert claim("at_most", 1.0, 0.0).verdict(Estimate(1.0, 1.0, 1.0)) == "bound holds"
+    assert claim("at_most", 1.0, 0.0).verdict(Estimate(1.01, 1.0, 1.02)) == "not confirmed"
+
+
+def test_verdict_at_least():
+    c = claim("at_least", expected=-3.0, tolerance=0.3)
+    assert c.verdict(Estimate(-2.0, -2.5, -1.5)) == "bound holds"  # well above (a faster rate)
+    assert c.verdict(Estimate(-3.2, -3.3, -3.1)) == "bound holds"  # within tolerance below
+    assert c.verdict(Estimate(-3.5, -4.0, -2.5)) == "not confirmed"  # the interval does not rescue it
+    assert claim("at_least", 1.0, 0.0).verdict(Estimate(1.0, 1.0, 1.0)) == "bound holds"
+    assert claim("at_least", 1.0, 0.0).verdict(Estimate(0.99, 0.98, 1.0)) == "not confirmed"
+
+
+def test_verdict_below():
+    c = claim("below", expected=4.5, tolerance=10.0)  # the tolerance plays no part
+    assert c.verdict(Estimate(0.3, 0.3, 0.3)) == "consistent"
+    assert c.verdict(Estimate(4.5, 4.5, 4.5)) == "consistent"
+    assert c.verdict(Estimate(4.6, 0.0, 10.0)) == "not confirmed"
+
+
+def test_verdict_above():
+    c = claim("above", expected=0.0)
+    assert c.verdict(Estimate(0.1, 0.1, 0.1)) == "consistent"
+    assert c.verdict(Estimate(0.0, 0.0, 0.0)) == "not confirmed"
+    assert c.verdict(Estimate(-0.1, -0.1, -0.1)) == "not confirmed"
+
+
+def test_verdict_unknown_kind_raises():
+    with pytest.raises(ValueError, match="unknown claim kind 'roughly'"):
+        claim("roughly").verdict(Estimate(1, 1, 1))
+
+
+def test_every_registered_claim_has_a_known_kind_and_a_registered_experiment():
+    from flatmin.experiments import EXPERIMENTS
+
+    for c in CLAIMS:
+        value = c.expected + 1 if c.kind == "above" else c.expected  # "above" is a strict margin
+        assert c.verdict(Estimate(value, value, value)) in VERDICTS[:3]
+        assert c.experiment in EXPERIMENTS
+
+
+# ============================================================================ synthetic results
+SIGMA, SEEDS = 0.05, 8  # lognormal noise of the synthetic samples, samples per level
+
+
+def _lognormal(rng, n, sigma=SIGMA):
+    return np.exp(sigma * rng.standard_normal(n) - sigma**2 / 2)
+
+
+def slope_se(levels, sigma=SIGMA, n=SEEDS):
+    """SE of the LS slope of log(level mean) on log(level) when each log-mean has SD ~ sigma / sqrt(n)."""
+    lx = np.log(levels) - np.mean(np.log(levels))
+    return sigma / np.sqrt(n) / np.sqrt(lx @ lx)
+
+
+def complexity_table(ramp_rs=-3.0, bowl_rs=-2.0, ramp_sa=-2.0, dim_sa=-1.0, dim_rs=0.0, seeds=SEEDS, seed=0):
+    """Schema of flatmin.experiments.complexity: first_flat_step = C level^exponent x lognormal noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def add(sweep, instance, algorithm, eps, dim, steps):
+        for s, z in enumerate(_lognormal(rng, seeds)):
+            rows.append({"seed": s, "algorithm": algorithm, "eps": eps, "dim": dim, "budget": 10 * steps,
+                         "first_flat_step": steps * z, "flat_fraction": 0.5, "trace_start": 2.0,
+                         "trace_end": 1.0, "flattest_trace": 1.0, "sweep": sweep, "instance": instance})
+
+    for eps in (0.01, 0.02, 0.04):
+        add("eps", "ramp", "rs", eps, 8, 3.0 * eps**ramp_rs)
+        add("eps", "bowl", "rs", eps, 8, 5.0 * eps**bowl_rs)
+    for eps in (0.002, 0.004, 0.008):
+        add("eps", "ramp", "sa", eps, 8, 2.0 * eps**ramp_sa)
+    for dim in (4, 8, 16, 32):
+        add("dim", "ramp", "sa", 0.02, dim, 1e4 * dim**dim_sa)
+        add("dim", "ramp", "rs", 0.02, dim, 1e5 * dim**dim_rs)
+    return pd.DataFrame(rows)
+
+
+def decrease_table(rs_eps=3.0, rs_dim=0.0, sa_eps=2.0, sa_dim=1.0, seeds=SEEDS, seed=1):
+    """Schema of flatmin.experiments.decrease: decrease_per_perturbed_step = C level^exponent x noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def add(sweep, algorithm, eps, dim, value):
+        for s, z in enumerate(_lognormal(rng, seeds)):
+            rows.append({"seed": s, "algorithm": algorithm, "eps": eps, "dim": dim, "window": 100,
+                         "decrease_per_step": 0.7 * value * z, "decrease_per_perturbed_step": value * z,
+                         "tangent_grad_norm_start": 0.3, "tangent_grad_norm_end": 0.3,
+                         "perturbed_fraction": 0.7, "bound": 1.0, "sweep": sweep})
+
+    for eps in (0.01, 0.02, 0.04):
+        add("eps", "rs", eps, 8, 2.0 * eps**rs_eps)
+    for eps in (0.002, 0.004, 0.008):
+        add("eps", "sa", eps, 8, 3.0 * eps**sa_eps)
+    for dim in (8, 16, 32, 64):
+        add("dim", "rs", 0.02, dim, 1e-5 * dim**rs_dim)
+        add("dim", "sa", 0.002, dim, 1e-6 * dim**sa_dim)
+    return pd.DataFrame(rows)
+
+
+def verdicts(audit):
+    return audit.set_index("id")["verdict"]
+
+
+# ============================================================================ evaluate
+def test_evaluate_nothing_run():
+    audit = evaluate({})
+    assert list(audit.columns) == EVALUATE_COLUMNS
+    assert audit["id"].tolist() == claim_ids() and audit["id"].is_unique
+    assert len(audit) == len(CLAIMS)
+    assert (audit["verdict"] == "not run").all()
+    assert audit["measured"].isna().all() and (audit["note"] == "").all()
+
+
+def test_evaluate_synthetic_complexity_verdicts():
+    audit = evaluate({"complexity": complexity_table()})
+    assert list(audit.columns) == EVALUATE_COLUMNS and audit["id"].tolist() == claim_ids()
+    got = verdicts(audit)
+    expected = {
+        "theorem1_within_budget": "bound holds",
+        "theorem1_exponent_ramp": "bound attained",
+        "theorem1_exponent_bowl": "bound holds",
+        "theorem2_within_budget": "bound holds",
+        "theorem2_exponent_ramp": "bound attained",
+        "theorem2_exponent_d": "bound attained",
+        "sa_lead_grows_with_d": "consistent",
+    }
+    for claim_id, verdict in expected.items():
+        assert got[claim_id] == verdict, audit.set_index("id").loc[claim_id].to_dict()
+    others = audit[~audit["id"].isin(expected)]
+    assert set(others["experiment"]) == EXPERIMENTS - {"complexity"} and (others["verdict"] == "not run").all()
+    measured = audit.set_index("id")["measured"]
+    se_eps, se_dim = slope_se((0.01, 0.02, 0.04)), slope_se((4, 8, 16, 32))
+    assert measured["theorem1_exponent_ramp"] == pytest.approx(-3.0, abs=5 * se_eps)
+    assert measured["theorem1_exponent_bowl"] == pytest.approx(-2.0, abs=5 * se_eps)
+    assert measured["theorem2_exponent_ramp"] == pytest.approx(-2.0, abs=5 * se_eps)
+    assert measured["theorem2_exponent_d"] == pytest.approx(-1.0, abs=5 * se_dim)
+    assert measured["sa_lead_grows_with_d"] == pytest.approx(1.0, abs=5 * np.sqrt(2) * se_dim)  # a ratio
+    assert measured["theorem1_within_budget"] == 1.0
+    row = audit.set_index("id").loc["theorem1_exponent_ramp"]
+    assert row["low"] <= row["measured"] <= row["high"] and row["high"] - row["low"] < 0.2
+
+
+@pytest.mark.parametrize(
+    "params, claim_id",
+    [
+        ({"ramp_rs": -4.0}, "theorem1_exponent_ramp"),  # a rate worse than the bound
+        ({"ramp_rs": -2.0}, "theorem1_exponent_ramp"),  # the bound not attained on the ramp
+        ({"bowl_rs": -4.0}, "theorem1_exponent_bowl"),  # the bound violated on the bowl
+        ({"ramp_sa": -3.0}, "theorem2_exponent_ramp"),
+        ({"dim_sa": 0.0}, "theorem2_exponent_d"),
+        ({"dim_sa": 0.0}, "sa_lead_grows_with_d"),
+    ],
+)
+def test_evaluate_synthetic_complexity_not_confirmed(params, claim_id):
+    got = verdicts(evaluate({"complexity": complexity_table(**params)}))
+    assert got[claim_id] == "not confirmed"
+    untouched = verdicts(evaluate({"complexity": complexity_table()}))
+    assert untouched[claim_id] != "not confirmed"
+
+
+def test_evaluate_run_never_flat_in_budget():
+    table = complexity_table()
+    table.loc[(table["sweep"] == "eps") & (table["algorithm"] == "rs") & (table["seed"] == 3)
+              & (table["eps"] == 0.01) & (table["instance"] == "ramp"), "first_flat_step"] = np.nan
+    audit = evaluate({"complexity": table}).set_index("id")
+    assert audit.loc["theorem1_within_budget", "verdict"] == "not confirmed"
+    assert audit.loc["theorem1_within_budget", "measured"] == pytest.approx(7 / 8)
+    assert audit.loc["theorem2_within_budget", "verdict"] == "bound holds"
+
+
+def test_evaluate_failing_measure_is_not_confirmed_with_a_note():
+    """A dim-sweep run that never became flat leaves SA's lead undefined: not confirmed, reason noted."""
+    table = complexity_table()
+    never = (table["sweep"] == "dim") & (table["algorithm"] == "sa") & (table["dim"] == 32)
+    table.loc[never, "first_flat_step"] = np.nan
+    audit = evaluate({"complexity": table})
+    assert len(audit) == len(CLAIMS) and audit["id"].is_unique
+    row = audit.set_index("id").loc["sa_lead_grows_with_d"]
+    assert row["verdict"] == "not confirmed"
+    assert "never reached a flat point" in row["note"]
+    assert np.isnan(row["measured"])
+    ok = audit.set_index("id").loc["theorem1_exponent_ramp"]
+    assert ok["verdict"] == "bound attained" and ok["note"] == ""
+
+
+def test_evaluate_missing_rows_or_columns_are_not_confirmed():
+    table = complexity_table()
+    audit = evaluate({"complexity": table[table["instance"] != "bowl"]}).set_index("id")
+    assert audit.loc["theorem1_exponent_bowl", "verdict"] == "not confirmed"
+    assert "no results rows" in audit.loc["theorem1_exponent_bowl", "note"]
+    audit = evaluate({"complexity": table.drop(columns="first_flat_step")}).set_index("id")
+    complexity_ids = [c.id for c in CLAIMS if c.experiment == "complexity"]
+    assert (audit.loc[complexity_ids, "verdict"] == "not confirmed").all()
+    assert (audit.loc[complexity_ids, "note"] != "").all()
+
+
+def test_evaluate_synthetic_decrease_verdicts():
+    got = verdicts(evaluate({"decrease": decrease_table()}))
+    assert got["lemma2_exponent"] == "bound attained"
+    assert got["lemma2_dim"] == "consistent"
+    assert got["lemma4_exponent_eps"] == "bound attained"
+    assert got["lemma4_exponent_d"] == "bound attained"
+    bad = verdicts(evaluate({"decrease": decrease_table(rs_eps=2.0, rs_dim=0.5, sa_eps=3.0, sa_dim=0.0)}))
+    for claim_id in ("lemma2_exponent", "lemma2_dim", "lemma4_exponent_eps", "lemma4_exponent_d"):
+        assert bad[claim_id] == "not confirmed"
+
+
+def test_evaluate_custom_claims_subset():
+    measure = lambda results: Estimate(float(results["v"].mean()), 0.0, 0.0)  # noqa: E731
+    mine = (Claim("a", "r", "s", "e1", measure, 2.0, 0.5, "equal"),
+            Claim("b", "r", "s", "e2", measure, 2.0, 0.5, "equal"))
+    audit = evaluate({"e1": pd.DataFrame({"v": [1.8, 2.0]})}, claims=mine)
+    assert audit["verdict"].tolist() == ["consistent", "not run"]
+    assert audit["measured"].iloc[0] == pytest.approx(1.9)
+
+
+# ============================================================================ table1
+TABLE1_COLUMNS = ["algorithm", "paper rate", "exponent in eps, ramp", "exponent in eps, bowl", "exponent in d",
+                  "per-step decrease exponent (Lemma 2)", "per-step decrease exponent (Lemma 4)"]
+
+
+def test_table1_shape_and_columns():
+    empty = table1({})
+    assert empty.shape == (2, 7) and list(empty.columns) == TABLE1_COLUMNS
+    assert empty["algorithm"].str.startswith(("RS", "SA")).tolist() == [True, True]
+    assert empty.loc[0, "exponent in eps, ramp"] == "n/a"
+    full = table1({"complexity": complexity_table(), "decrease": decrease_table()})
+    assert full.shape == (2, 7) and list(full.columns) == TABLE1_COLUMNS
+    assert float(full.loc[0, "exponent in eps, ramp"].split()[0]) == pytest.approx(-3.0, abs=0.05)
+    assert float(full.loc[1, "exponent in d"].split()[0]) == pytest.approx(-1.0, abs=0.05)
+    assert "(bound attained)" in full.loc[0, "exponent in eps, ramp"]
+    assert "(bound holds)" in full.loc[0, "exponent in eps, bowl"]
+    assert "(bound attained)" in full.loc[1, "exponent in d"]
+    assert "(bound attained)" in full.loc[0, "per-step decrease exponent (Lemma 2)"]
+    assert "(bound attained)" in full.loc[1, "per-step decrease exponent (Lemma 4)"]
+    assert full.loc[0, "per-step decrease exponent (Lemma 4)"] == "—"
+    assert full.loc[0, "exponent in d"] == "—" and full.loc[1, "exponent in eps, bowl"] == "—"
+    assert full.loc[1, "per-step decrease exponent (Lemma 2)"] == "—"
+    for frame in (empty, full):  # no missing cells: every cell is a number, "n/a" or "—"
+        assert not frame.isna().any().any()

@@ -1,0 +1,235 @@
+"""Tests of the escape experiment (flatmin.nets, flatmin.experiments.escape): data, confusion set,
+MLP losses, Hutchinson trace, the mini-batch steps and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import random
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+import flatmin  # noqa: E402,F401  (float64)
+from flatmin import nets  # noqa: E402
+from flatmin.experiments import escape  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 2-hidden-layer MLP on 60 digits, with its Problem (square loss)."""
+    data = nets.load_data("digits", n_train=60, n_test=40, seed=3)
+    model, x0 = nets.FlatMLP.create(jax.random.PRNGKey(0), [64, 6, 5, 10], "tanh", "mse")
+    problem = nets.mlp_problem(model, data["x"], data["y"], x0=x0)
+    return data, model, x0, problem
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def test_mnist1d_offline_and_deterministic():
+    np_state, py_state = np.random.get_state(), random.getstate()
+    a = nets.load_data("mnist1d", n_train=70, n_test=30, seed=5)
+    # make_dataset seeds the global generators; load_data must leave them as they were
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
+    assert random.getstate() == py_state
+    b = nets.load_data("mnist1d", n_train=70, n_test=30, seed=5)
+    c = nets.load_data("mnist1d", n_train=70, n_test=30, seed=6)
+    assert a["x"].shape == (70, 40) and a["x_test"].shape == (30, 40)
+    for key in ("x", "y", "x_test", "y_test"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a["x"], c["x"])
+    assert set(np.unique(a["y"])) <= set(range(10))
+    # train and test are disjoint examples
+    train_rows = {row.tobytes() for row in a["x"]}
+    assert not any(row.tobytes() in train_rows for row in a["x_test"])
+
+
+def test_digits_split_deterministic_and_disjoint():
+    a = nets.load_data("digits", n_train=500, n_test=1297, seed=0)
+    b = nets.load_data("digits", n_train=500, n_test=1297, seed=0)
+    np.testing.assert_array_equal(a["x"], b["x"])
+    np.testing.assert_array_equal(a["y_test"], b["y_test"])
+    assert a["x"].shape == (500, 64) and a["x_test"].shape == (1297, 64)
+    with pytest.raises(ValueError, match="exceeds"):
+        nets.load_data("digits", n_train=1000, n_test=1000)
+    with pytest.raises(ValueError, match="unknown data set"):
+        nets.load_data("cifar")
+
+
+def test_confusion_set_properties():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 30)) + 5.0  # no zeros in the original inputs
+    y = rng.integers(0, 10, 200)
+    xc, yc = nets.confusion_set(x, y, repeats=10, zero_frac=0.1, num_classes=10, seed=1)
+    assert xc.shape == (2000, 30) and yc.shape == (2000,)
+    zeroed = xc == 0.0
+    # each entry zeroed independently with probability 0.1: 60000 entries, s.d. of the fraction ~0.0012
+    assert abs(zeroed.mean() - 0.1) < 0.006
+    # the entries that survive are the repeated training inputs
+    tiled = np.tile(x, (10, 1))
+    np.testing.assert_array_equal(xc[~zeroed], tiled[~zeroed])
+    # random labels: uniform over the classes, unrelated to the true ones
+    counts = np.bincount(yc, minlength=10)
+    assert counts.min() > 140 and counts.max() < 260
+    assert abs(np.mean(yc == np.tile(y, 10)) - 0.1) < 0.03
+    xc2, yc2 = nets.confusion_set(x, y, repeats=10, zero_frac=0.1, num_classes=10, seed=1)
+    np.testing.assert_array_equal(xc, xc2)
+    np.testing.assert_array_equal(yc, yc2)
+    with pytest.raises(ValueError):
+        nets.confusion_set(x, y, repeats=0)
+    with pytest.raises(ValueError):
+        nets.confusion_set(x, y, zero_frac=1.0)
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_loss_is_mean_of_batch_losses(tiny, loss):
+    data, model, x0, _ = tiny
+    model = nets.FlatMLP(model.sizes, model.activation, loss, model.unravel, model.dim)
+    problem = nets.mlp_problem(model, data["x"], data["y"])
+    n = problem.num_samples
+    x = x0 + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x0.shape)
+    everything = problem.batch_losses(x, jnp.arange(n))
+    np.testing.assert_allclose(problem.loss(x), everything.mean(), rtol=1e-13)
+    np.testing.assert_allclose(problem.sample_losses(x), everything, rtol=1e-13)
+    idx = jnp.array([3, 0, 17])
+    np.testing.assert_allclose(problem.losses_of(x, idx), everything[idx], rtol=1e-13)
+    assert problem.dim == 64 * 6 + 6 + 6 * 5 + 5 + 5 * 10 + 10
+    assert everything.dtype == jnp.float64
+
+
+def test_square_loss_by_hand():
+    logits = jnp.array([[0.5, -1.0, 2.0]])
+    expected = 0.5 * (0.5**2 + 1.0**2 + 1.0**2)  # label 2: target (0, 0, 1)
+    np.testing.assert_allclose(nets.per_sample_loss(logits, jnp.array([2]), "mse"), [expected])
+    ce = -jax.nn.log_softmax(logits)[0, 2]
+    np.testing.assert_allclose(nets.per_sample_loss(logits, jnp.array([2]), "ce"), [ce])
+
+
+def test_hutchinson_matches_exact_trace(tiny):
+    data, model, x0, problem = tiny
+    x = x0 + 0.3 * jax.random.normal(jax.random.PRNGKey(2), x0.shape)
+    exact = float(nets.exact_trace(problem.loss, x))
+    mean, se = nets.hutchinson_trace(problem.loss, x, jax.random.PRNGKey(4), num_probes=1000, chunk=250)
+    assert float(se) > 0
+    assert abs(float(mean) - exact) < 5 * float(se), (float(mean), exact, float(se))
+    # agrees with the library's normalized estimator times d (same probes distribution)
+    np.testing.assert_allclose(exact / problem.dim, flatmin.normalized_trace(problem, x), rtol=1e-10)
+
+
+def test_train_sgd_reaches_full_training_accuracy(tiny):
+    data = tiny[0]
+    model, x0 = nets.FlatMLP.create(jax.random.PRNGKey(0), [64, 32, 10], "tanh", "mse")
+    x, info = nets.train_sgd(model, x0, data["x"], data["y"], jax.random.PRNGKey(0), 0.05, 16, 2000)
+    assert info["reached"] and not info["diverged"] and info["acc"] == 1.0
+    assert float(model.accuracy(x, jnp.asarray(data["x"]), jnp.asarray(data["y"]))) == 1.0
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+
+@pytest.mark.parametrize("method", ["rs", "sa"])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_zero_radius_is_sgd_and_perturbation_is_projected(tiny, method, batch):
+    _, _, x0, problem = tiny
+    key = jax.random.PRNGKey(11)
+    eta = 0.01
+    sgd = jax.jit(escape.make_minibatch_step(problem, "sgd", batch))(x0, key, eta, 0.0)
+    step = jax.jit(escape.make_minibatch_step(problem, method, batch))
+    np.testing.assert_allclose(step(x0, key, eta, 0.0), sgd, rtol=0, atol=1e-14)
+    # with rho > 0 the perturbation v = (x - eta g_B - x_next) / eta is orthogonal to g_B
+    v = (sgd - step(x0, key, eta, 0.3)) / eta
+    g = (x0 - sgd) / eta
+    assert float(jnp.linalg.norm(v)) > 0
+    assert abs(float(v @ g)) < 1e-8 * float(jnp.linalg.norm(v) * jnp.linalg.norm(g))
+
+
+def test_same_batches_across_methods(tiny):
+    """Seed s draws the same mini-batch for every method: SA at a tiny rho differs from SGD by
+    O(eta rho), far less than another mini-batch would make (O(eta))."""
+    _, _, x0, problem = tiny
+    key = jax.random.PRNGKey(5)
+    sgd = jax.jit(escape.make_minibatch_step(problem, "sgd", 8))(x0, key, 0.01, 0.0)
+    sa = jax.jit(escape.make_minibatch_step(problem, "sa", 8))(x0, key, 0.01, 1e-7)
+    assert float(jnp.linalg.norm(sa - sgd)) < 1e-5 * float(jnp.linalg.norm(x0 - sgd))
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+TINY = dict(
+    data="digits", n_train=80, n_test=60, width=12, depth=1,
+    confusion_repeats=3, confusion_epochs=5, confusion_batch=16,
+    clean_batch=16, clean_max_epochs=1500, clean_extra_epochs=5,
+    eta=0.002, steps=30, num_checkpoints=2, seeds=2, trace_probes=4,
+    runs=[
+        {"method": "sgd", "batch": 8, "rhos": [0.0]},
+        {"method": "rs", "batch": 8, "rhos": [0.2, 0.5]},
+        {"method": "sa", "batch": 8, "rhos": [0.2]},
+        {"method": "sa", "batch": 1, "rhos": [0.2]},
+    ],
+    panel_a={"rs_rhos": [0.5], "sa_rhos": [0.2]}, panel_batch=8, batch_rho=0.2,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_results():
+    return escape.compute(escape.make_config("paper", **TINY))
+
+
+def test_end_to_end_table(tiny_results):
+    table = tiny_results
+    esc = table[table["record"] == "escape"]
+    mins = escape.minimizer_rows(table)
+    assert list(mins["minimizer"]) == ["bad", "normal", "confusion"]
+    assert (mins.set_index("minimizer").loc[["bad", "normal"], "train_acc"] == 1.0).all()
+    # 1 + 2 + 1 + 1 (method, rho) pairs x 2 seeds x 3 checkpoints
+    assert len(esc) == 5 * 2 * 3
+    assert set(esc["step"]) == {0, 15, 30}
+    assert np.isfinite(table[list(escape.METRICS)].to_numpy(dtype=float)).all()
+    # every run starts from the bad minimizer
+    start = esc[esc["step"] == 0]
+    np.testing.assert_allclose(start["test_acc"], mins.loc[0, "test_acc"])
+    fin = escape.final_table(table)
+    assert len(fin) == 5 and (fin["seeds"] == 2).all()
+    claims = escape.claims_table(table)
+    assert {"sgd_stays", "sa_beats_rs_equal_rho_b8", "smallest_batch_best_rho0.2", "gap_closed"} <= set(claims["claim"])
+    assert claims["holds"].map(type).eq(bool).all()
+    fig = escape.plot(table, escape.make_config("paper", **TINY))
+    assert len(fig.axes) == 9
+    assert fig.axes[0].get_ylabel() == "test accuracy (%)"
+
+
+def test_algorithm_mode_uses_the_library(tiny):
+    """mode="algorithm": flatmin.algorithms.make_step (full-gradient base step and projection)."""
+    data, model, x0, problem = tiny
+    config = escape.make_config("paper", **{**TINY, "mode": "algorithm", "steps": 4, "seeds": 1})
+    built = {"problem": problem, "model": model, "data": data, "x_bad": x0}
+    loss_only = jax.jit(lambda x: jnp.stack([problem.loss(x)] * len(escape.METRICS)))  # cheap measure
+    frame = escape.run_group(built, config, "sa", 4, [0.1], measure=loss_only)
+    assert len(frame) == 3 and np.isfinite(frame["loss"]).all()
+    # the run's steps are the library's: replay them by hand
+    step = jax.jit(escape.make_algorithm_step(problem, "sa", 4, config["eta"], 0.1))
+    x = x0
+    for t in range(config["steps"]):
+        x = step(x, jax.random.fold_in(jax.random.PRNGKey(0), t))
+    np.testing.assert_allclose(frame["loss"].iloc[-1], problem.loss(x), rtol=1e-10)
+    assert frame["loss"].iloc[-1] != frame["loss"].iloc[0]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown config"):
+        escape.make_config("paper", stepz=3)
+    with pytest.raises(ValueError, match="unknown profile"):
+        escape.make_config("huge")
+    with pytest.raises(ValueError, match="method"):
+        escape.make_config("paper", runs=[{"method": "adam", "batch": 8, "rhos": [0.1]}])
+    quick = escape.make_config("quick")
+    assert quick["steps"] < escape.DEFAULT_CONFIG["steps"]
+    assert set(quick) == set(escape.DEFAULT_CONFIG)
