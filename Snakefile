@@ -30,7 +30,6 @@ include: "workflows/decrease.smk"
 include: "workflows/complexity.smk"
 include: "workflows/trajectories.smk"
 include: "workflows/example1.smk"
-include: "workflows/generalization.smk"
 include: "workflows/escape.smk"
 include: "workflows/audit.smk"
 
@@ -44,5 +43,4 @@ localrules:
     complexity_plot,
     trajectories_plot,
     example1_plot,
-    generalization_plot,
     escape_plot,
