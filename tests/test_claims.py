@@ -67,6 +67,13 @@ def test_verdict_above():
     assert c.verdict(Estimate(-0.1, -0.1, -0.1)) == "not confirmed"
 
 
+def test_verdict_above():
+    c = claim("above", expected=0.0, tolerance=10.0)  # a strict margin; the tolerance plays no part
+    assert c.verdict(Estimate(0.01, 0.01, 0.01)) == "consistent"
+    assert c.verdict(Estimate(0.0, -1.0, 1.0)) == "not confirmed"  # zero margin is not a margin
+    assert c.verdict(Estimate(-0.5, -1.0, 5.0)) == "not confirmed"
+
+
 def test_verdict_unknown_kind_raises():
     with pytest.raises(ValueError, match="unknown claim kind 'roughly'"):
         claim("roughly").verdict(Estimate(1, 1, 1))

@@ -126,7 +126,7 @@ def test_identities_plot(identities_results):
 def test_identities_plot_refuses_non_finite(identities_results):
     bad = identities_results.copy()
     bad.loc[3, "measured"] = np.nan
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match=r"non-finite.*'measured'.*rows \[3\]"):
         identities.plot(bad, IDENTITIES)
 
 
@@ -200,7 +200,7 @@ def test_decrease_plot(decrease_results):
 def test_decrease_plot_refuses_non_finite(decrease_results):
     bad = decrease_results.copy()
     bad.loc[2, "decrease_per_perturbed_step"] = np.inf
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match=r"non-finite.*'decrease_per_perturbed_step'.*rows \[2\]"):
         decrease.plot(bad, DECREASE)
 
 
@@ -233,12 +233,19 @@ def test_complexity_plot(complexity_results):
     check_figure(complexity.plot(complexity_results, COMPLEXITY), panels=3)
 
 
-@pytest.mark.parametrize("column, value", [("trace_end", np.nan), ("flat_fraction", np.inf), ("first_flat_step", "all")])
+@pytest.mark.parametrize("column, value", [("trace_end", np.nan), ("flat_fraction", np.inf), ("budget", np.nan)])
 def test_complexity_plot_refuses_non_finite(complexity_results, column, value):
-    bad = complexity_results.copy()
-    if value == "all":  # no run became flat at all
-        bad["first_flat_step"] = np.nan
-    else:
-        bad.loc[1, column] = value
-    with pytest.raises(ValueError, match="non-finite"):
+    bad = complexity_results.astype({column: float})
+    bad.loc[1, column] = value
+    with pytest.raises(ValueError, match=rf"non-finite.*'{column}'.*rows \[1\]"):
         complexity.plot(bad, COMPLEXITY)
+
+
+def test_complexity_plot_annotates_runs_never_flat(complexity_results):
+    """first_flat_step is NaN by design for a run never flat within its budget: annotated, not dropped."""
+    never = complexity_results.copy()
+    never.loc[never["eps"] == 0.028, "first_flat_step"] = np.nan
+    fig = complexity.plot(never, COMPLEXITY)
+    notes = [text.get_text() for text in fig.get_axes()[0].texts]
+    assert notes == [f"{COMPLEXITY['seeds']} not flat"]
+    check_figure(fig, panels=3)
