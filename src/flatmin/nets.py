@@ -207,7 +207,7 @@ class FlatMLP:
         return self.losses(x, inputs, labels).mean()
 
     def accuracy(self, x: Array, inputs: Array, labels: Array) -> Array:
-        return jnp.mean(jnp.argmax(self.logits(x, inputs), axis=1) == labels)
+        return jnp.mean((jnp.argmax(self.logits(x, inputs), axis=1) == labels).astype(jnp.float64))
 
 
 # ----------------------------------------------------------------------------------------------

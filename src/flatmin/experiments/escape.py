@@ -1,7 +1,9 @@
 """Escaping a sharp, badly generalizing global minimizer on real data: the paper's Figure 3 at CPU scale.
 
-NOTES.md §6. A multilayer perceptron (no normalization layers) on MNIST-1D generated offline
-(``mnist1d.data.make_dataset``; scikit-learn's digits as an alternative) is driven to a *bad* global
+NOTES.md §6. A multilayer perceptron (no normalization layers) on scikit-learn's bundled 8x8 digits
+(default: 500 training, 1297 test images; MNIST-1D generated offline by ``mnist1d.data.make_dataset`` is
+the alternative, on which an MLP generalizes poorly and the bad minimizer came out *flatter*, see
+docs/escape_notes.md) is driven to a *bad* global
 minimizer following Liu et al. (2020) / Damian et al. (2021): pre-training on a confusion set (the
 training set repeated, ~10% of the input entries zeroed, uniformly random labels), then plain SGD on
 the clean training set until 100% training accuracy. A *normal* minimizer (same architecture and
@@ -11,6 +13,8 @@ test accuracy, training loss and the Hessian trace (Hutchinson, standard error) 
 
 Design (what gave a clean experiment; docs/escape_notes.md has the record of what did not):
 
+* Digits, n = 500, confusion set x20 (x10 was not enough at n = 500): bad minimizer 73.7% test accuracy,
+  trace 746; normal one 97.1%, trace 495 (paper profile).
 * The training loss is the **square loss on one-hot targets** (Setting 1 of the paper: ``l`` minimized
   at ``p = y``). With cross-entropy the "minimizer" at 100% training accuracy is not a minimum: SGD
   keeps growing the margins and the Hessian trace falls by a factor ~10 without any change of the test
@@ -487,9 +491,10 @@ def claims_table(results: pd.DataFrame, sgd_tol: float = 0.01) -> pd.DataFrame:
     detail and whether it holds (final = last checkpoint, mean over seeds; accuracies as fractions).
 
     * ``sgd_stays``: |change of SGD's test accuracy| <= ``sgd_tol``.
-    * ``sa_beats_rs_equal_rho_b{B}``: min over the rhos run by both of (SA - RS) final test accuracy > 0.
-    * ``sa_beats_rs_smaller_rho_b{B}``: some SA run beats every RS run whose rho is >= its own
-      (value: the best such margin).
+    * ``sa_beats_rs_equal_rho_b{B}``: at every rho run by both, SA's final test accuracy exceeds RS's
+      by more than 2 standard errors (over seeds) of the difference (value: the smallest margin).
+    * ``sa_beats_rs_smaller_rho_b{B}``: some SA run beats, by more than 2 standard errors, the best RS
+      run whose rho is >= its own (value: the best such margin).
     * ``smaller_batch_escapes_more_rho{r}``: SA's final test accuracy decreases with the batch size, each
       step by more than 2 standard errors (over seeds) of the difference; value: the smallest margin.
     * ``smallest_batch_best_rho{r}``: the smallest batch beats every larger one by > 2 standard errors.
@@ -510,24 +515,36 @@ def claims_table(results: pd.DataFrame, sgd_tol: float = 0.01) -> pd.DataFrame:
     def acc(df):
         return df.set_index("rho")["test_acc_mean"]
 
+    def se(df):
+        return (df["test_acc_std"].fillna(0) / np.sqrt(df["seeds"])).set_axis(df["rho"])
+
     sgd = fin[fin["method"] == "sgd"]
     if len(sgd):
         d = float(sgd["d_test_acc_mean"].abs().max())
         add("sgd_stays", d, f"|change of test acc| = {d:.4f} (trace change {sgd['d_trace_mean'].iloc[0]:+.1f})",
             d <= sgd_tol)
     for batch in sorted(set(fin[fin["method"] == "rs"]["batch"]) & set(fin[fin["method"] == "sa"]["batch"])):
-        rs = acc(fin[(fin["method"] == "rs") & (fin["batch"] == batch)])
-        sa = acc(fin[(fin["method"] == "sa") & (fin["batch"] == batch)])
+        rs_df = fin[(fin["method"] == "rs") & (fin["batch"] == batch)]
+        sa_df = fin[(fin["method"] == "sa") & (fin["batch"] == batch)]
+        rs, sa, rs_se, sa_se = acc(rs_df), acc(sa_df), se(rs_df), se(sa_df)
         common = sorted(set(rs.index) & set(sa.index))
         if common:
-            diffs = [sa[r] - rs[r] for r in common]
-            add(f"sa_beats_rs_equal_rho_b{batch}", min(diffs),
-                ", ".join(f"rho={r:g}: SA {sa[r]:.4f} vs RS {rs[r]:.4f}" for r in common), min(diffs) > 0)
-        margins = [(r, sa[r] - rs[rs.index >= r].max()) for r in sa.index if (rs.index >= r).any()]
+            # margin beyond 2 standard errors (over seeds) of the difference
+            margins = [sa[r] - rs[r] - 2 * np.hypot(sa_se[r], rs_se[r]) for r in common]
+            add(f"sa_beats_rs_equal_rho_b{batch}", min(margins),
+                ", ".join(f"rho={r:g}: SA {sa[r]:.4f}+-{sa_se[r]:.4f} vs RS {rs[r]:.4f}+-{rs_se[r]:.4f}"
+                          for r in common) + " (value: smallest margin beyond 2 s.e.)", min(margins) > 0)
+        margins = []
+        for r in sa.index:
+            larger = rs.index >= r
+            if larger.any():
+                best = rs[larger].idxmax()
+                margins.append((r, best, sa[r] - rs[best] - 2 * np.hypot(sa_se[r], rs_se[best])))
         if margins:
-            r, m = max(margins, key=lambda item: item[1])
+            r, best, m = max(margins, key=lambda item: item[2])
             add(f"sa_beats_rs_smaller_rho_b{batch}", m,
-                f"SA rho={r:g}: {sa[r]:.4f} vs best RS with rho >= {r:g}: {rs[rs.index >= r].max():.4f}", m > 0)
+                f"SA rho={r:g}: {sa[r]:.4f} vs best RS with rho >= {r:g} (rho={best:g}): {rs[best]:.4f} "
+                "(value: margin beyond 2 s.e.)", m > 0)
     sa = fin[fin["method"] == "sa"]
     for r in sorted(sa["rho"].unique()):
         sub = sa[np.isclose(sa["rho"], r)].sort_values("batch")
