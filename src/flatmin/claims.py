@@ -256,12 +256,12 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("escape_sgd_stays", "Figure 3", "At the small constant step, SGD does not escape the sharp minimizer "
           "(largest |change of test accuracy|)", "escape", _escape("sgd_stays"), 0.01, 0.0, "below", "<= 0.01"),
     Claim("escape_sa_beats_rs_equal_rho", "Figure 3", "SA escapes more than RS at equal rho, batch 128 "
-          "(smallest SA - RS final test accuracy)", "escape", _escape("sa_beats_rs_equal_rho"), 0.0, 0.0,
+          "(smallest SA - RS final test accuracy beyond 2 SE over seeds)", "escape", _escape("sa_beats_rs_equal_rho"), 0.0, 0.0,
           "above", "> 0"),
     Claim("escape_sa_beats_rs_smaller_rho", "Figure 3", "SA escapes more than RS even with a smaller rho "
-          "(best margin over RS runs with rho >= SA's)", "escape", _escape("sa_beats_rs_smaller_rho", "max"),
+          "(best margin beyond 2 SE over the best RS run with rho >= SA's)", "escape", _escape("sa_beats_rs_smaller_rho", "max"),
           0.0, 0.0, "above", "> 0"),
-    Claim("escape_small_batch_best", "Figure 3", "SA with batch 1 escapes best (margin over larger batches)",
+    Claim("escape_small_batch_best", "Figure 3", "SA with batch 1 escapes best (margin of test accuracy over larger batches)",
           "escape", _escape("smallest_batch_best", "min"), 0.0, 0.0, "above", "> 0"),
     Claim("escape_train_acc_100", "Figure 3", "Training accuracy stays at 100% for every method "
           "(minimum over checkpoints, runs, seeds)", "escape", _escape("train_acc_100"), 1.0, 0.0,
