@@ -31,6 +31,7 @@ include: "workflows/complexity.smk"
 include: "workflows/trajectories.smk"
 include: "workflows/example1.smk"
 include: "workflows/escape.smk"
+include: "workflows/generalization.smk"
 include: "workflows/audit.smk"
 
 
@@ -44,3 +45,4 @@ localrules:
     trajectories_plot,
     example1_plot,
     escape_plot,
+    generalization_plot,

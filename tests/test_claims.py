@@ -67,7 +67,7 @@ def test_verdict_above():
     assert c.verdict(Estimate(-0.1, -0.1, -0.1)) == "not confirmed"
 
 
-def test_verdict_above():
+def test_verdict_above_ignores_the_tolerance():
     c = claim("above", expected=0.0, tolerance=10.0)  # a strict margin; the tolerance plays no part
     assert c.verdict(Estimate(0.01, 0.01, 0.01)) == "consistent"
     assert c.verdict(Estimate(0.0, -1.0, 1.0)) == "not confirmed"  # zero margin is not a margin
@@ -252,6 +252,55 @@ def test_evaluate_synthetic_decrease_verdicts():
     bad = verdicts(evaluate({"decrease": decrease_table(rs_eps=2.0, rs_dim=0.5, sa_eps=3.0, sa_dim=0.0)}))
     for claim_id in ("lemma2_exponent", "lemma2_dim", "lemma4_exponent_eps", "lemma4_exponent_d"):
         assert bad[claim_id] == "not confirmed"
+
+
+def generalization_table(rs_error=0.02, sa_trace=0.2, gd_error=1.0, reference_error=0.0) -> pd.DataFrame:
+    """Two instances; RS and SA end at (error, trace) below the start, GD at ``gd_error``; the error
+    falls with the trace along the runs."""
+    rows = []
+    for instance in ("net", "sensing"):
+        for algorithm, (error, trace) in {"gd": (gd_error, 4.0), "rs": (rs_error, 0.2), "sa": (0.01, sa_trace)}.items():
+            for seed in (0, 1):
+                for step, w in ((0, 0.0), (100, 0.5), (200, 1.0)):
+                    rows.append({"instance": instance, "algorithm": algorithm, "seed": seed, "step": step,
+                                 "point": "after_gd", "recovery_error": 1.0 + w * (error - 1.0),
+                                 "trace": 4.0 + w * (trace - 4.0), "loss": 0.0,
+                                 "reference_error": reference_error, "reference_trace": 0.2,
+                                 "start_error": 1.0, "start_trace": 4.0})
+    return pd.DataFrame(rows)
+
+
+def test_evaluate_synthetic_generalization_verdicts():
+    ids = ["flattest_is_ground_truth", "rs_sa_reach_flattest", "flat_minima_generalize", "gd_recovers_nothing",
+           "flatter_recovers_better"]
+    audit = evaluate({"generalization": generalization_table()}).set_index("id")
+    assert (audit.loc[ids, "verdict"] == "consistent").all(), audit.loc[ids, ["measured", "verdict", "note"]]
+    assert audit.loc["rs_sa_reach_flattest", "measured"] == pytest.approx(0.0)
+    assert audit.loc["flat_minima_generalize", "measured"] == pytest.approx(0.02)
+    bad = evaluate({"generalization": generalization_table(rs_error=0.5, sa_trace=0.3, gd_error=0.9,
+                                                           reference_error=0.1)}).set_index("id")
+    assert bad.loc["rs_sa_reach_flattest", "measured"] == pytest.approx(0.5)
+    assert bad.loc["flat_minima_generalize", "measured"] == pytest.approx(0.5)
+    assert bad.loc["gd_recovers_nothing", "measured"] == pytest.approx(0.1)
+    for claim_id in ids[:4]:
+        assert bad.loc[claim_id, "verdict"] == "not confirmed", claim_id
+    # The error rising as the trace falls is a negative correlation.
+    inverted = generalization_table()
+    inverted["recovery_error"] = 2.0 - inverted["recovery_error"]
+    assert evaluate({"generalization": inverted}).set_index("id").loc["flatter_recovers_better", "verdict"] == \
+        "not confirmed"
+
+
+def test_evaluate_trajectory_claims_take_the_worst_instance():
+    rows = []
+    for instance, gd_drift in (("a", 0.0), ("b", 0.5)):
+        for algorithm, end in {"gd": 4.0 + gd_drift, "rs": 2.0, "sa": 2.0}.items():
+            for step, trace in ((0, 4.0), (10, end)):
+                rows.append({"instance": instance, "algorithm": algorithm, "seed": 0, "step": step, "trace": trace})
+    audit = evaluate({"trajectories": pd.DataFrame(rows)}).set_index("id")
+    assert audit.loc["gd_does_not_move", "measured"] == pytest.approx(0.5)
+    assert audit.loc["gd_does_not_move", "verdict"] == "not confirmed"
+    assert audit.loc["rs_sa_flatter_than_gd", "measured"] == pytest.approx(2.0)
 
 
 def test_evaluate_custom_claims_subset():

@@ -459,7 +459,10 @@ BAD_CONFIGS = {
                            ["unknown key experiments.sharpness", "identities"]),
     "unknown top-level key": (("outputs",), {"figures": "x"}, ["unknown key outputs"]),
     "threads zero": (("experiments", "escape", "threads"), 0, ["experiments.escape.threads", "0"]),
-    "missing seed": (("experiments", "example1", "seed"), None, ["experiments.example1", "seed or seeds"]),
+    "missing seed": (("experiments", "example1", "seed"), None, ["experiments.example1", "'seed' is a required property"]),
+    "recovery on a problem without one": (("experiments", "generalization", "instances", 0, "problem", "name"),
+                                           "hyperbola", ["experiments.generalization.instances.0.problem.name = 'hyperbola'",
+                                                         "diagonal_net or matrix_sensing"]),
     "quick over paper figures": (("output", "figures"), "figures", ["output.figures", "'figures'", "paper profile"]),
 }
 
@@ -531,8 +534,18 @@ def _complexity_on(config: dict, problem: str) -> dict:
 
 # How each experiment's config names its problem, and the column of its table that says which rows are
 # the user's problem: experiment -> (configure(config, problem name) -> config, column).
-# trajectories: add once its config keys are final.
-SELECT_PROBLEM = {"identities": (_identities_on, "problem"), "complexity": (_complexity_on, "instance")}
+def _trajectories_on(config: dict, problem: str) -> dict:
+    section = config["experiments"]["trajectories"]
+    section.update(seeds=2, picture={**section["picture"], "instance": problem})
+    section["instances"] = [{"label": problem, "problem": {"name": problem, "params": {"scale": 2.0}},
+                             "steps": 400, "record_every": 100,
+                             "shared": {"eta": 0.05, "eta_prime": 0.05, "rho": 0.1, "eps0": 1.0, "batch_size": 1},
+                             "algorithms": {"gd": {}, "rs": {}, "sa": {}}}]
+    return config
+
+
+SELECT_PROBLEM = {"identities": (_identities_on, "problem"), "complexity": (_complexity_on, "instance"),
+                  "trajectories": (_trajectories_on, "instance")}
 
 
 @needs_snakemake

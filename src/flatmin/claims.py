@@ -158,18 +158,28 @@ def _single(compute_value):
     return measure
 
 
+def _instances(results):
+    return list(dict.fromkeys(results["instance"]))
+
+
 def _gd_drift(results):
+    """Largest, over instances, of GD's ``max_t |trbar(Phi(x_t)) - trbar(Phi(x_0))|``."""
     from flatmin.experiments.trajectories import trace_drift
 
-    return trace_drift(results, "gd")
+    return max(trace_drift(results, "gd", instance) for instance in _instances(results))
 
 
 def _flatter_than_gd(results):
-    """Smallest margin, over RS and SA, of GD's mean final trace over theirs."""
+    """Smallest margin, over instances and RS, SA, of GD's mean final trace over theirs."""
     from flatmin.experiments.trajectories import final_trace_by_method
 
-    final = final_trace_by_method(results)
-    return min(final["gd"] - final[name] for name in ("rs", "sa") if name in final.index)
+    margins = []
+    for instance in _instances(results):
+        final = final_trace_by_method(results, instance)
+        margins += [final["gd"] - final[name] for name in ("rs", "sa") if name in final.index]
+    if not margins:
+        raise ValueError("no RS or SA runs in the trajectories results")
+    return min(margins)
 
 
 def _example1_gap(results):
@@ -182,6 +192,63 @@ def _example1_flattest(results):
     from flatmin.experiments.example1 import min_trace_on_minima
 
     return min_trace_on_minima(results)["trbar"].max()
+
+
+# E6 ----------------------------------------------------------------------------------------------
+PERTURBED = ("rs", "sa")
+
+
+def _final_perturbed(results):
+    """Per (instance, algorithm in RS, SA, seed): the last checkpoint after the final GD phase."""
+    from flatmin.experiments.generalization import final_by_method
+
+    frames = []
+    for instance in _instances(results):
+        final = final_by_method(results, instance)
+        final = final[final.index.get_level_values("algorithm").isin(PERTURBED)]
+        frames.append(final.assign(instance=instance))
+    rows = pd.concat(frames)
+    if rows.empty:
+        raise ValueError("no RS or SA runs in the generalization results")
+    return rows
+
+
+def _reference_error(results):
+    """Largest recovery error of the flattest interpolator (the LP solution, the ground truth)."""
+    from flatmin.experiments.generalization import references
+
+    return references(results)["reference_error"].max()
+
+
+def _excess_trace(results):
+    """Largest relative excess ``(trbar_T - trbar_flat) / trbar_flat`` of RS and SA's final points."""
+    rows = _final_perturbed(results)
+    return ((rows["trace"] - rows["reference_trace"]) / rows["reference_trace"]).max()
+
+
+def _error_left(results):
+    """Largest fraction of the start's recovery error left at RS and SA's final points."""
+    rows = _final_perturbed(results)
+    return (rows["recovery_error"] / rows["start_error"]).max()
+
+
+def _gd_error_change(results):
+    """Largest relative change of GD's recovery error between the start and its final point."""
+    from flatmin.experiments.generalization import final_by_method
+
+    changes = [0.0]
+    for instance in _instances(results):
+        final = final_by_method(results, instance)
+        gd = final[final.index.get_level_values("algorithm") == "gd"]
+        changes += list((gd["recovery_error"] - gd["start_error"]).abs() / gd["start_error"])
+    return max(changes)
+
+
+def _error_trace_correlation(results):
+    """Smallest, over instances, Spearman correlation between trbar and the recovery error."""
+    from flatmin.experiments.generalization import error_trace_rank_correlation
+
+    return min(error_trace_rank_correlation(results, instance) for instance in _instances(results))
 
 
 # Escape (issue 5, the paper's Figure 3 at CPU scale) ---------------------------------------------
@@ -269,6 +336,24 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("escape_trace_falls_as_test_rises", "§1, Figure 3", "The trace falls as test accuracy rises "
           "(Spearman correlation of their changes over runs)", "escape", _escape("trace_falls_as_test_rises"),
           0.0, 0.0, "below", "< 0"),
+    Claim("flattest_is_ground_truth", "§7 (test functions: flattest minima)", "The flattest interpolator "
+          "recovers the ground truth: its recovery error (diagonal net: the weighted basis-pursuit LP; matrix "
+          "sensing: [U*, 0]; largest over instances, E6)", "generalization", _single(_reference_error), 1e-6,
+          0.0, "below", "<= 1e-6"),
+    Claim("rs_sa_reach_flattest", "Theorems 1 and 2 (E6)", "RS and SA from a sharp interpolator end as flat as "
+          "the flattest interpolator: relative excess of the final trbar over the reference's (largest over "
+          "instances, methods, seeds; threshold 5% [reconstructed])", "generalization", _single(_excess_trace),
+          0.05, 0.0, "below", "<= 0.05"),
+    Claim("flat_minima_generalize", "§1 (flat minima generalize, E6)", "RS and SA recover the ground truth: "
+          "fraction of the start's recovery error left at the end (largest over instances, methods, seeds; "
+          "threshold 10% [reconstructed])", "generalization", _single(_error_left), 0.1, 0.0, "below",
+          "<= 0.1"),
+    Claim("gd_recovers_nothing", "§1 (control, E6)", "GD from the sharp interpolator stays there: relative "
+          "change of its recovery error (largest over instances and seeds)", "generalization",
+          _single(_gd_error_change), 1e-3, 0.0, "below", "<= 1e-3"),
+    Claim("flatter_recovers_better", "§1 (E6)", "Flatter means better recovery: Spearman correlation of "
+          "trbar and the recovery error over every checkpoint of every run (smallest over instances)",
+          "generalization", _single(_error_trace_correlation), 0.0, 0.0, "above", "> 0"),
 )
 
 

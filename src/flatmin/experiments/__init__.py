@@ -13,4 +13,4 @@ Contract of an experiment module ``flatmin.experiments.<name>``:
 The audit (:mod:`flatmin.claims`) reads the same results tables.
 """
 
-EXPERIMENTS = ("identities", "decrease", "complexity", "trajectories", "example1", "escape")
+EXPERIMENTS = ("identities", "decrease", "complexity", "trajectories", "example1", "escape", "generalization")

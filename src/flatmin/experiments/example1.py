@@ -17,7 +17,7 @@ which the tests check against): the table lists named points with ``f``, ``||gra
 - ``f(x)`` from the same starts (they land on ``X*``, each with its own trace: ``f`` alone does not
   select the flattest minimum).
 
-Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG``; ``CONFIG_SCHEMA`` is the JSON-schema fragment):
+Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG``; checked by ``$defs/example1`` of the workflow schema):
 
 ``seed``
     integer >= 0, the seed of the random starts.
@@ -50,7 +50,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scipy.optimize
-import yaml
 
 import flatmin
 from flatmin.experiments._sweeps import progress
@@ -72,50 +71,6 @@ PAPER_CONFIG = {
 }
 QUICK_CONFIG = {**PAPER_CONFIG, "num_starts": 4, "grid": {"extent": 2.5, "points": 121}}
 
-CONFIG_SCHEMA = yaml.safe_load(r"""
-description: E5 Example 1, the minima of f and of the trace are disjoint, flatmin.experiments.example1
-$ref: "#/$defs/workflow_keys"
-if: { required: [enabled], properties: { enabled: { const: true } } }
-then:
-  required: [seed, problem, num_starts, start_scale, t_range, grid]
-properties:
-  seed:
-    description: seed of the random starts of the plane searches, an integer >= 0
-    type: integer
-    minimum: 0
-  problem:
-    description: "the 2-D problem, {name, params} (default the depth-2 hyperbola, f = (x1 x2 - 1)^2)"
-    $ref: "#/$defs/problem"
-  num_starts:
-    description: random starts of the numerical minimization of trbar and of f over the plane, an integer >= 1
-    type: integer
-    minimum: 1
-  start_scale:
-    description: standard deviation of the random starts, a number > 0
-    type: number
-    exclusiveMinimum: 0
-  t_range:
-    description: "search interval [t_min, t_max] of |t| on each branch (t, 1/t) of the minima, 0 < t_min < 1 < t_max"
-    type: array
-    minItems: 2
-    maxItems: 2
-    items: { description: an end of the interval of |t|, a number > 0, type: number, exclusiveMinimum: 0 }
-  grid:
-    description: "the picture's grid, {extent, points}: window [-extent, extent]^2, points per axis"
-    type: object
-    additionalProperties: false
-    required: [extent, points]
-    properties:
-      extent:
-        description: half-width of the square window, a number > 0
-        type: number
-        exclusiveMinimum: 0
-      points:
-        description: grid points per axis, an integer >= 11
-        type: integer
-        minimum: 11
-unevaluatedProperties: false
-""")
 
 
 def _problem(config: dict):

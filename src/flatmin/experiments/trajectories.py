@@ -16,8 +16,8 @@ stay at the sharp minimum they converge to; RS, RS without projection, SA and SA
 iterates keep a loss of order ``rho^2`` (SAM's fixed point lies off the minima; ``rs_noproj``'s
 normal kicks are not projected out), which the loss column shows.
 
-Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG`` below are the defaults; ``CONFIG_SCHEMA`` is the same
-as a JSON-schema fragment):
+Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG`` below are the defaults; the workflow's JSON schema,
+``workflows/schema/config.schema.yaml``, ``$defs/trajectories``, checks them):
 
 ``seeds``
     an integer ``S`` (seeds ``0..S-1``) or a list of distinct integers: the algorithms' seeds.
@@ -44,13 +44,10 @@ Statistics for the audit: :func:`final_rows`, :func:`final_trace_by_method`,
 
 from __future__ import annotations
 
-import math
-
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import yaml
 from matplotlib.collections import LineCollection
 
 import flatmin
@@ -80,11 +77,25 @@ _HYPERBOLA = {
     "shared": {"eta": 0.05, "eta_prime": 0.05, "rho": 0.1, "eps0": 1.0, "batch_size": 1},
     "algorithms": {"gd": {}, "sgd": {}, "sam": {}, "rs": {}, "rs_noproj": {}, "sa": {}},
 }
+_DIAGONAL_NET = {
+    "label": "diagonal_net",
+    # n = 10, seed 0: the LP's flattest interpolator has n nonzeros, so X* is a manifold there and
+    # the numerical flow (no closed-form Phi) converges fast; d = 60.
+    "problem": {"name": "diagonal_net", "params": {"n": 10, "p": 30, "sparsity": 3, "seed": 0}},
+    "steps": 20000,
+    "record_every": 1000,
+    # smoothness at the start 73: eta * beta = 1.5 < 2. Mini-batches of 5 for SGD and SAM (batches of
+    # 1 or 2 diverge at this eta: a sample's curvature is up to n times the mean's); SA keeps B = 1
+    # and, like SAM, a smaller rho (at rho = 0.3 its kicks throw coordinates onto u_j = v_j = 0).
+    "shared": {"eta": 0.02, "eta_prime": 0.02, "rho": 0.3, "eps0": 1.0, "batch_size": 5},
+    "algorithms": {"gd": {}, "sgd": {}, "sam": {"rho": 0.1}, "rs": {}, "rs_noproj": {},
+                   "sa": {"rho": 0.1, "batch_size": 1}},
+}
 PAPER_CONFIG = {
     "enabled": True,
     "seeds": 8,
     "start_seed": 0,
-    "instances": [_HYPERBOLA],
+    "instances": [_HYPERBOLA, _DIAGONAL_NET],
     "coords": 2,
     "picture": {"instance": "hyperbola", "seed": 0, "xlim": [0.5, 2.3], "ylim": [0.3, 1.5]},
 }
@@ -94,102 +105,7 @@ QUICK_CONFIG = {
     "instances": [{**_HYPERBOLA, "steps": 2000, "record_every": 40}],
 }
 
-CONFIG_SCHEMA = yaml.safe_load(r"""
-description: E4 trajectories of GD, SGD, SAM, RS, RS without projection and SA from one sharp start, flatmin.experiments.trajectories
-$ref: "#/$defs/workflow_keys"
-if: { required: [enabled], properties: { enabled: { const: true } } }
-then:
-  required: [seeds, start_seed, instances, coords, picture]
-properties:
-  seeds:
-    description: seeds of the algorithms' randomness (the start is shared), an integer n >= 1 or a list of distinct integers >= 0
-    $ref: "#/$defs/seeds"
-  start_seed:
-    description: PRNG key of the problem's initial_point, the start shared by every algorithm and seed, an integer >= 0
-    type: integer
-    minimum: 0
-  instances:
-    description: the problems run, a non-empty list of {label, problem, steps, record_every, shared, algorithms}
-    type: array
-    minItems: 1
-    items:
-      description: "an instance: {label, problem: {name, params}, steps, record_every, shared, algorithms}"
-      type: object
-      additionalProperties: false
-      required: [label, problem, steps, record_every, shared, algorithms]
-      properties:
-        label:
-          description: the instance's name in the table and the figure, a non-empty string
-          type: string
-          minLength: 1
-        problem:
-          description: "the problem, {name, params}"
-          $ref: "#/$defs/problem"
-        steps:
-          description: main steps of every algorithm, an integer >= 1
-          type: integer
-          minimum: 1
-        record_every:
-          description: checkpoint spacing in steps, an integer >= 1
-          type: integer
-          minimum: 1
-        shared:
-          description: "step parameters shared by every algorithm (each takes those it uses): eta, eta_prime, rho, eps0, batch_size, fallback_radius"
-          $ref: "#/$defs/trajectory_params"
-        algorithms:
-          description: "the algorithms run, {algorithm: {overrides of shared}} with algorithm one of gd, sgd, sam, rs, rs_noproj, sa"
-          type: object
-          minProperties: 1
-          propertyNames: { $ref: "#/$defs/algorithm" }
-          additionalProperties: { $ref: "#/$defs/trajectory_params" }
-  coords:
-    description: number of leading coordinates of the iterates kept in the table (the paths), an integer >= 2
-    type: integer
-    minimum: 2
-  picture:
-    description: "the plane picture: {instance (a label of instances), seed (whose paths are drawn), xlim, ylim}"
-    type: object
-    additionalProperties: false
-    required: [instance, seed, xlim, ylim]
-    properties:
-      instance:
-        description: label of the instance drawn in the plane (its first two coordinates)
-        type: string
-        minLength: 1
-      seed:
-        description: the seed whose paths are drawn, one of seeds
-        type: integer
-        minimum: 0
-      xlim:
-        description: "x range of the picture, [low, high]"
-        type: array
-        items: { description: an end of the x range, a number, type: number }
-        minItems: 2
-        maxItems: 2
-      ylim:
-        description: "y range of the picture, [low, high]"
-        type: array
-        items: { description: an end of the y range, a number, type: number }
-        minItems: 2
-        maxItems: 2
-unevaluatedProperties: false
-""")
 
-#: Shared building block of :data:`CONFIG_SCHEMA` (goes under ``$defs``, also used by E6).
-TRAJECTORY_PARAMS_SCHEMA = yaml.safe_load(r"""
-description: "step parameters of flatmin.run: {eta, eta_prime, rho, eps0, batch_size, fallback_radius, final_gd_steps}"
-type: object
-additionalProperties: false
-properties:
-  eta: { description: "GD step size eta, a number > 0", type: number, exclusiveMinimum: 0 }
-  eta_prime: { description: "perturbed step size eta', a number > 0", type: number, exclusiveMinimum: 0 }
-  rho: { description: "perturbation radius rho, a number > 0", type: number, exclusiveMinimum: 0 }
-  eps0: { description: "gradient-norm gate eps0 of the perturbed branch, a number > 0", type: number, exclusiveMinimum: 0 }
-  batch_size: { description: "mini-batch size of SGD, SAM and SA, an integer >= 1", type: integer, minimum: 1 }
-  fallback_radius: { description: "SA's probe radius when a sample gradient vanishes, a number > 0", type: number, exclusiveMinimum: 0 }
-  final_gd_steps: { description: "plain GD steps after the main steps, an integer >= 0", type: integer, minimum: 0 }
-""")
-SCHEMA_DEFS = {"trajectory_params": TRAJECTORY_PARAMS_SCHEMA}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,9 +122,10 @@ def algorithm_params(algorithm: str, shared: dict, overrides: dict) -> dict:
 
 
 def nearest_flattest_distance(problem, points: np.ndarray) -> np.ndarray:
-    """``min_k ||x - p_k||`` over ``problem.flattest_points`` for each row of ``points`` ``(..., d)``."""
+    """``min_k ||x - p_k||`` over ``problem.flattest_points`` for each row of ``points`` ``(..., d)``;
+    NaN everywhere when the problem lists no flattest points (the figure then says so)."""
     if problem.flattest_points is None:
-        raise ValueError(f"problem {problem.name!r} lists no flattest_points: no distance to the flattest point")
+        return np.full(np.shape(points)[:-1], np.nan)
     flat = np.asarray(problem.flattest_points, dtype=float).reshape(-1, problem.dim)
     diff = np.asarray(points, dtype=float)[..., None, :] - flat
     return np.linalg.norm(diff, axis=-1).min(axis=-1)
@@ -364,8 +281,10 @@ def _picture(ax, rows: pd.DataFrame, picture: dict, hyperbola: bool) -> None:
         path = rows[(rows["algorithm"] == algorithm) & (rows["seed"] == seed)].sort_values("step")
         if path.empty:
             raise ValueError(f"trajectories: no path of {algorithm!r} for picture seed {seed}")
+        moved = np.hypot(path["x_0"] - path["x_0"].iloc[0], path["x_1"] - path["x_1"].iloc[0]).max()
+        note = f" (moved at most {moved:.1e}: stays at the start)" if moved < 1e-2 else ""
         ax.plot(path["x_0"], path["x_1"], STYLES.get(algorithm, "-"), color=COLORS.get(algorithm), lw=1.2,
-                zorder=3, label=f"{LABELS.get(algorithm, algorithm)} path")
+                zorder=3, label=f"{LABELS.get(algorithm, algorithm)} path{note}")
         ax.plot(path["x_0"].iloc[-1], path["x_1"].iloc[-1], "o", color=COLORS.get(algorithm), mec="k",
                 ms=6, zorder=4)
     start = rows.sort_values("step").iloc[0]
@@ -380,7 +299,9 @@ def plot(results: pd.DataFrame, config: dict):
     """Per instance: (a) ``trbar(Phi(x_t))`` and (b) distance to the flattest point against iterations
     (mean and ±1 SD band over seeds); (c) the paths in the plane for ``picture.instance``, else the
     loss against iterations."""
-    _check_finite(results, ["step", "trace", "distance_to_flattest", "loss"])
+    _check_finite(results, ["step", "trace", "loss"])
+    known = results.groupby("instance")["distance_to_flattest"].transform(lambda d: d.notna().any())
+    _check_finite(results[known], ["distance_to_flattest"])
     instances = list(dict.fromkeys(results["instance"]))
     picture = config.get("picture", {})
     fig, axes = plt.subplots(len(instances), 3, figsize=(16, 4.8 * len(instances)), squeeze=False,
@@ -395,22 +316,36 @@ def plot(results: pd.DataFrame, config: dict):
         row[0].set(xlabel="iterations", ylabel="normalized trace trbar(Φ(xₜ)) = tr(∇²f)/d",
                    title=f"(a) {label}: flatness of the limit point Φ(xₜ)")
         row[0].legend(fontsize=7)
-        _band(row[1], rows, "distance_to_flattest")
         row[1].set(xlabel="iterations", ylabel="distance ‖xₜ − x_flat‖ (Euclidean)",
                    title=f"(b) {label}: distance to the flattest point")
-        row[1].legend(fontsize=7)
+        if rows["distance_to_flattest"].notna().any():
+            _band(row[1], rows, "distance_to_flattest")
+            row[1].legend(fontsize=7)
+        else:
+            row[1].text(0.5, 0.5, f"problem {rows['problem'].iloc[0]!r} lists no flattest_points:\n"
+                        "no distance to draw", ha="center", va="center", transform=row[1].transAxes)
         if label == picture.get("instance") and rows["dim"].iloc[0] >= 2 and "x_1" in rows:
             hyperbola = rows["problem"].iloc[0] == "hyperbola" and rows["dim"].iloc[0] == 2
             _picture(row[2], rows, picture, hyperbola)
             row[2].set_title(f"(c) {label}: paths of seed {picture['seed']} (dots: end points)")
         else:
-            _band(row[2], rows, "loss")
-            row[2].set(xlabel="iterations", ylabel="loss f(xₜ)", yscale="symlog",
+            for algorithm in _ordered(rows["algorithm"].unique()):
+                mean = rows[rows["algorithm"] == algorithm].groupby("step")["loss"].mean()
+                row[2].plot(mean.index, mean.to_numpy(), STYLES.get(algorithm, "-"), color=COLORS.get(algorithm),
+                            label=LABELS.get(algorithm, algorithm), lw=1.5)
+            row[2].set_yscale("symlog", linthresh=1e-12)
+            row[2].set(xlabel="iterations", ylabel="loss f(xₜ) (mean over seeds; linear below 1e-12)",
                        title=f"(c) {label}: loss along the run")
             row[2].legend(fontsize=7)
-    first = results[results["instance"] == instances[0]]
-    eta = "; ".join(f"{LABELS.get(a, a)}: η={g['eta'].iloc[0]:g}" + (f", ρ={g['rho'].iloc[0]:g}" if g["rho"].iloc[0] else "")
-                    for a, g in first.groupby("algorithm", sort=False))
-    fig.suptitle("E4: trajectories from one sharp minimum — GD stays, the perturbed methods drift to the "
-                 f"flattest minimum (mean ± 1 SD over {seeds} seeds)\n{eta}", fontsize=11)
+        row[0].set_title(row[0].get_title() + "\n" + _params_text(rows), fontsize=9)
+    fig.suptitle("E4: trajectories from one sharp minimum — GD and SGD stay, the perturbed methods drift to "
+                 f"the flattest minimum (mean ± 1 SD over {seeds} seeds, one shared start)", fontsize=11)
     return fig
+
+
+def _params_text(rows: pd.DataFrame) -> str:
+    eta = rows["eta"].unique()
+    text = "η = " + ", ".join(f"{e:g}" for e in eta)
+    rhos = [f"{LABELS.get(a, a).split(' (')[0]} {g['rho'].iloc[0]:g}"
+            for a, g in rows.groupby("algorithm", sort=False) if g["rho"].iloc[0]]
+    return text + ("; ρ: " + ", ".join(rhos) if rhos else "")
