@@ -195,6 +195,24 @@ def test_limit_map_not_converging_raises():
         flatmin.limit_map(linear, [0.0, 0.0], max_steps=50)
 
 
+def test_limit_map_refuses_a_saddle():
+    """On f = (x^2 - 1)^2 + y^2 the flow from (0, 0.3) stops at the critical point (0, 0), a local
+    maximum in x with f = 1, not a minimum: NaN inside a transformation, else an error."""
+    bump = flatmin.Problem("bump", 2, lambda z: (z[0] ** 2 - 1.0) ** 2 + z[1] ** 2)
+    with pytest.raises(ValueError, match=r"not a minimum: f - min_loss = 1 > loss_tol"):
+        flatmin.limit_map(bump, [0.0, 0.3])
+    assert np.all(np.isnan(jax.jit(lambda x: flatmin.limit_map(bump, x))(jnp.array([0.0, 0.3]))))
+    assert np.isnan(flatmin.flatness(bump, jnp.array([0.0, 0.3]))["trace"])
+    np.testing.assert_allclose(flatmin.limit_map(bump, [0.5, 0.3]), [1.0, 0.0], atol=1e-9)  # a minimum
+    np.testing.assert_allclose(flatmin.limit_map(bump, [0.0, 0.3], loss_tol=2.0), [0.0, 0.0], atol=1e-9)
+    # a wrong min_loss reads as "not a minimum" too, and the message says so
+    shifted = flatmin.Problem("shifted", 2, lambda z: (z[0] * z[1] - 1.0) ** 2 + 1.0)
+    with pytest.raises(ValueError, match=r"min_loss = 0.0 is wrong"):
+        flatmin.limit_map(shifted, [2.0, 0.5])
+    fixed = flatmin.Problem("shifted", 2, shifted.loss, min_loss=1.0)
+    assert float(fixed.loss(flatmin.limit_map(fixed, [2.0, 0.5]))) == pytest.approx(1.0)
+
+
 def test_limit_map_bad_shape(hyperbola):
     with pytest.raises(ValueError, match=r"shape \(3,\).*dim 2"):
         flatmin.limit_map(hyperbola, [1.0, 2.0, 3.0])

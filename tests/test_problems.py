@@ -338,6 +338,38 @@ def test_diagonal_net_lp_is_flattest_interpolator():
     assert prob.flattest_points.shape == (1, 2 * p)
 
 
+def test_diagonal_net_distance_to_flattest_covers_every_sign_flip():
+    import itertools
+
+    prob = flatmin.make_problem("diagonal_net", n=4, p=8, sparsity=2, seed=3)
+    flat = np.asarray(prob.flattest_points[0])
+    support = np.flatnonzero(flat)
+    flips = []
+    for signs in itertools.product([1.0, -1.0], repeat=len(support)):
+        point = flat.copy()
+        point[support] *= signs
+        flips.append(point)
+        assert float(prob.distance_to_flattest(point)) == pytest.approx(0.0, abs=1e-12)
+        assert float(prob.loss(jnp.asarray(point))) < 1e-20 and float(trbar(prob, point)) == pytest.approx(prob.flattest_trace)
+    x = np.random.default_rng(0).normal(size=(5, 3, prob.dim))
+    brute = np.linalg.norm(x[..., None, :] - np.array(flips), axis=-1).min(axis=-1)
+    np.testing.assert_allclose(prob.distance_to_flattest(x), brute, rtol=1e-12)
+
+
+def test_distance_to_flattest_defaults_to_the_listed_points_and_checks_shapes():
+    prob = flatmin.make_problem("hyperbola", depth=2)
+    points = np.asarray(prob.flattest_points).reshape(-1, 2)
+    x = np.array([[2.0, 0.5], [-1.0, -1.0]])
+    expected = np.linalg.norm(x[:, None] - points, axis=-1).min(axis=-1)
+    np.testing.assert_allclose(prob.distance_to_flattest(x), expected, rtol=1e-12)
+    assert prob.distance_to_flattest(x[0]).shape == ()
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\)"):
+        prob.distance_to_flattest(np.zeros(3))
+    bare = flatmin.Problem("bare", 2, lambda z: jnp.sum(z**2))
+    with pytest.raises(ValueError, match="neither flattest_distance nor flattest_points"):
+        bare.distance_to_flattest(np.zeros(2))
+
+
 def test_diagonal_net_flattest_interpolates_to_machine_precision():
     # at this size HiGHS leaves ~3e-10 residual; the polish on the support must remove it
     data = diagonal_net_module._data(

@@ -28,7 +28,8 @@ from flatmin.problem import Array, Problem
 #: times the largest dropped) land on the minima: they move along the normal space only, so they
 #: change the end point by ``O(||grad f||^2)``, and under PL with constant ``mu`` the whole error is
 #: far below ``gtol / mu``.
-FLOW_TOLERANCES = {"gtol": 1e-7, "rtol": 1e-10, "atol": 1e-12, "max_steps": 200_000, "polish_steps": 3}
+FLOW_TOLERANCES = {"gtol": 1e-7, "rtol": 1e-10, "atol": 1e-12, "max_steps": 200_000, "polish_steps": 3,
+                   "loss_tol": 1e-8}
 
 #: Spectral-gap rule for the Hessian rank when the problem gives none: eigenvalues at most
 #: ``RANK_REL_TOL * max eigenvalue`` count as zero (tangent directions).
@@ -130,10 +131,22 @@ def _limit_fn(problem: Problem, tolerances: dict):
     tol = {**FLOW_TOLERANCES, **tolerances}
 
     def flow(x):
-        y, converged = _flow_limit(problem.loss, x, **tol)
-        return jnp.where(converged, y, jnp.nan)
+        y, converged = _flow_limit(problem.loss, x, **_flow_settings(tol))
+        at_minimum = problem.loss(y) - problem.min_loss <= tol["loss_tol"]
+        return jnp.where(converged & at_minimum, y, jnp.nan)
 
     return flow
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_flow(problem: Problem, tolerances: tuple):
+    """``x -> (end point, converged)`` of the numerical flow, for the error message of limit_map."""
+    return jax.jit(functools.partial(_flow_limit, problem.loss, **_flow_settings({**FLOW_TOLERANCES, **dict(tolerances)})))
+
+
+def _flow_settings(tol: dict) -> dict:
+    """The integration settings among the tolerances (``loss_tol`` only judges the end point)."""
+    return {k: v for k, v in tol.items() if k != "loss_tol"}
 
 
 @functools.lru_cache(maxsize=128)
@@ -147,20 +160,34 @@ def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
 
     Uses ``problem.limit_map`` when the problem gives a closed form; otherwise integrates
     ``dx/dt = -grad f(x)`` with diffrax's Tsit5 under a PID step-size controller until
-    ``||grad f|| <= gtol`` (defaults in :data:`FLOW_TOLERANCES`, overridable by keyword).
+    ``||grad f|| <= gtol``, then takes ``polish_steps`` pseudo-inverse Newton steps (defaults in
+    :data:`FLOW_TOLERANCES`, overridable by keyword).
 
-    Returns NaN entries when the flow has not converged within ``max_steps`` (e.g. ``x`` is not in
-    the basin of a minimum); called outside a JAX transformation it raises ``ValueError`` instead.
+    The result must be a minimum: NaN entries are returned when the flow has not converged within
+    ``max_steps`` (e.g. ``x`` is not in the basin of a minimum) or when it stopped at a critical point
+    that is not a minimum, ``f(y) - problem.min_loss > loss_tol`` (a saddle, e.g. ``u_j = v_j = 0`` of
+    a diagonal net, or a wrong ``min_loss``). Called outside a JAX transformation it raises
+    ``ValueError`` naming which instead.
     """
     unknown = set(tolerances) - set(FLOW_TOLERANCES)
     if unknown:
         raise TypeError(f"unknown tolerance(s) {sorted(unknown)}; allowed: {sorted(FLOW_TOLERANCES)}")
     x = _check_point(problem, x)
-    limit = _jitted_limit_fn(problem, tuple(sorted(tolerances.items())))(x)
+    key = tuple(sorted(tolerances.items()))
+    limit = _jitted_limit_fn(problem, key)(x)
     if _is_concrete(limit) and not bool(jnp.all(jnp.isfinite(limit))):
+        tol = {**FLOW_TOLERANCES, **tolerances}
+        end, converged = _jitted_flow(problem, key)(x)
+        if not bool(converged):
+            raise ValueError(
+                f"gradient flow of {problem.name!r} from x={x} did not converge within max_steps "
+                f"(tolerances {tol}); is x near a minimum?"
+            )
+        gap = float(problem.loss(end)) - problem.min_loss
         raise ValueError(
-            f"gradient flow of {problem.name!r} from x={x} did not converge "
-            f"(tolerances {({**FLOW_TOLERANCES, **tolerances})}); is x near a minimum?"
+            f"gradient flow of {problem.name!r} from x={x} stopped at a critical point that is not a "
+            f"minimum: f - min_loss = {gap:.3g} > loss_tol = {tol['loss_tol']:g} (a saddle, or "
+            f"problem.min_loss = {problem.min_loss!r} is wrong); the point: {end}"
         )
     return limit
 
@@ -237,7 +264,7 @@ def flatness(problem: Problem, x: Array) -> dict[str, Array]:
       ``loss_gap``: ``f(x) - f(Phi(x))``;
       ``trace``: ``trbar(Phi(x))``;
       ``tangent_grad_norm``: ``||dPhi(Phi(x)) grad trbar(Phi(x))||``.
-    Entries are NaN where the gradient flow did not converge.
+    Entries are NaN where the gradient flow did not reach a minimum (see :func:`limit_map`).
     """
     x = _check_point(problem, x)
     measures = flatness_fn(problem)

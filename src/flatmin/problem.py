@@ -42,6 +42,9 @@ class Problem:
       min_loss: the value of ``f`` on its minima (0 for every family shipped here).
       flattest_trace: optional normalized trace ``tr(Hess f)/d`` at the flattest minima.
       flattest_points: optional array ``(k, d)`` of flattest minima (one per connected family).
+      flattest_distance: optional ``x (d,) -> ()``, the exact distance from ``x`` to the set of
+        flattest minima, for families where that set is more than ``flattest_points`` (e.g. all the
+        sign flips of a diagonal net's flattest point). Default: the nearest of ``flattest_points``.
       initial_point: optional ``key -> (d,)``: a sharp point near the minima, the default start.
       smoothness: optional bound ``beta`` on the Hessian norm near ``initial_point``; step sizes of
         the theory schedules are ``c / beta``.
@@ -59,6 +62,7 @@ class Problem:
     min_loss: float = 0.0
     flattest_trace: float | None = None
     flattest_points: Any = None
+    flattest_distance: Callable[[Array], Array] | None = None
     initial_point: Callable[[Array], Array] | None = None
     smoothness: float | None = None
     params: dict = dataclasses.field(default_factory=dict)
@@ -92,6 +96,25 @@ class Problem:
                 "SA, SGD and SAM need one"
             )
         return self.sample_losses(x)[idx]
+
+    def distance_to_flattest(self, x: Array) -> Array:
+        """Euclidean distance from each row of ``x`` (shape ``(..., d)``) to the flattest minima:
+        ``flattest_distance`` when given, else ``min_k ||x - flattest_points[k]||``. Shape ``(...)``.
+
+        Raises:
+          ValueError: the problem gives neither ``flattest_distance`` nor ``flattest_points``, or ``x``
+            does not end in ``d``.
+        """
+        x = jnp.asarray(x, dtype=jnp.float64)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"Problem {self.name!r}: points must have shape (..., {self.dim}), got {x.shape}")
+        if self.flattest_distance is not None:
+            flat = x.reshape(-1, self.dim)
+            return jax.vmap(self.flattest_distance)(flat).reshape(x.shape[:-1])
+        if self.flattest_points is None:
+            raise ValueError(f"Problem {self.name!r} gives neither flattest_distance nor flattest_points")
+        points = jnp.asarray(self.flattest_points, dtype=jnp.float64).reshape(-1, self.dim)
+        return jnp.linalg.norm(x[..., None, :] - points, axis=-1).min(axis=-1)
 
     def start(self, key: Array) -> Array:
         """The default starting point, ``initial_point(key)`` (shape ``(d,)``)."""

@@ -5,9 +5,8 @@ hyperbola ``f = (xy - 1)^2`` the point ``(2, 1/2)`` plus a 1e-3 jitter, ``trbar 
 RS (Algorithm 1), RS without the projection (``rs_noproj``) and SA (Algorithm 2) run with one shared
 step size, on several seeds (the seeds drive the algorithms' randomness only; the start is shared).
 At every checkpoint the table records ``trbar(Phi(x_t))`` (the normalized trace at the limit point of
-the gradient flow, :func:`flatmin.flatness`), the distance ``||x_t - x_flat||`` to the nearest listed
-flattest point of the problem (``problem.flattest_points``; on the hyperbola ``(1, 1)``,
-``trbar = 2``), the loss, and the first ``coords`` coordinates of the iterate (the paths of the
+the gradient flow, :func:`flatmin.flatness`), the distance to the problem's flattest minima
+(:meth:`flatmin.Problem.distance_to_flattest`; on the hyperbola ``(1, 1)``, ``trbar = 2``), the loss, and the first ``coords`` coordinates of the iterate (the paths of the
 picture).
 
 What to expect (and what the figure shows honestly): GD and SGD (with ``n = 1`` sample, SGD *is* GD)
@@ -122,13 +121,12 @@ def algorithm_params(algorithm: str, shared: dict, overrides: dict) -> dict:
 
 
 def nearest_flattest_distance(problem, points: np.ndarray) -> np.ndarray:
-    """``min_k ||x - p_k||`` over ``problem.flattest_points`` for each row of ``points`` ``(..., d)``;
-    NaN everywhere when the problem lists no flattest points (the figure then says so)."""
-    if problem.flattest_points is None:
+    """Distance from each row of ``points`` ``(..., d)`` to the problem's flattest minima
+    (:meth:`flatmin.Problem.distance_to_flattest`); NaN everywhere when the problem gives neither
+    ``flattest_distance`` nor ``flattest_points`` (the figure then says so)."""
+    if problem.flattest_distance is None and problem.flattest_points is None:
         return np.full(np.shape(points)[:-1], np.nan)
-    flat = np.asarray(problem.flattest_points, dtype=float).reshape(-1, problem.dim)
-    diff = np.asarray(points, dtype=float)[..., None, :] - flat
-    return np.linalg.norm(diff, axis=-1).min(axis=-1)
+    return np.asarray(problem.distance_to_flattest(points))
 
 
 def run_instance(instance: dict, seeds, start_seed: int, coords: int) -> pd.DataFrame:
@@ -307,27 +305,28 @@ def plot(results: pd.DataFrame, config: dict):
     fig, axes = plt.subplots(len(instances), 3, figsize=(16, 4.8 * len(instances)), squeeze=False,
                              layout="constrained")
     seeds = results["seed"].nunique()
-    for row, label in zip(axes, instances):
+    for k, (row, label) in enumerate(zip(axes, instances)):
+        a, b, c = (chr(ord("a") + 3 * k + i) for i in range(3))
         rows = results[results["instance"] == label]
         _band(row[0], rows, "trace")
         flat = rows["flattest_trace"].iloc[0]
         if np.isfinite(flat):
             row[0].axhline(flat, color="gold", ls="--", lw=1, label=f"flattest trbar = {flat:g}")
         row[0].set(xlabel="iterations", ylabel="normalized trace trbar(Φ(xₜ)) = tr(∇²f)/d",
-                   title=f"(a) {label}: flatness of the limit point Φ(xₜ)")
+                   title=f"({a}) {label}: flatness of the limit point Φ(xₜ)")
         row[0].legend(fontsize=7)
         row[1].set(xlabel="iterations", ylabel="distance ‖xₜ − x_flat‖ (Euclidean)",
-                   title=f"(b) {label}: distance to the flattest point")
+                   title=f"({b}) {label}: distance to the flattest point")
         if rows["distance_to_flattest"].notna().any():
             _band(row[1], rows, "distance_to_flattest")
             row[1].legend(fontsize=7)
         else:
-            row[1].text(0.5, 0.5, f"problem {rows['problem'].iloc[0]!r} lists no flattest_points:\n"
+            row[1].text(0.5, 0.5, f"problem {rows['problem'].iloc[0]!r} gives no flattest minima:\n"
                         "no distance to draw", ha="center", va="center", transform=row[1].transAxes)
         if label == picture.get("instance") and rows["dim"].iloc[0] >= 2 and "x_1" in rows:
             hyperbola = rows["problem"].iloc[0] == "hyperbola" and rows["dim"].iloc[0] == 2
             _picture(row[2], rows, picture, hyperbola)
-            row[2].set_title(f"(c) {label}: paths of seed {picture['seed']} (dots: end points)")
+            row[2].set_title(f"({c}) {label}: paths of seed {picture['seed']} (dots: end points)")
         else:
             for algorithm in _ordered(rows["algorithm"].unique()):
                 mean = rows[rows["algorithm"] == algorithm].groupby("step")["loss"].mean()
@@ -335,7 +334,7 @@ def plot(results: pd.DataFrame, config: dict):
                             label=LABELS.get(algorithm, algorithm), lw=1.5)
             row[2].set_yscale("symlog", linthresh=1e-12)
             row[2].set(xlabel="iterations", ylabel="loss f(xₜ) (mean over seeds; linear below 1e-12)",
-                       title=f"(c) {label}: loss along the run")
+                       title=f"({c}) {label}: loss along the run")
             row[2].legend(fontsize=7)
         row[0].set_title(row[0].get_title() + "\n" + _params_text(rows), fontsize=9)
     fig.suptitle("E4: trajectories from one sharp minimum — GD and SGD stay, the perturbed methods drift to "

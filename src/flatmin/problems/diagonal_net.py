@@ -90,8 +90,10 @@ def diagonal_net(n=10, p=30, sparsity=3, seed=0, offset=1.0, noise=1e-3) -> Prob
         ``trbar = (2/p) sum_j c_j (|beta_0j| + 2 offset)``.
       noise: ``>= 0``; ``initial_point(key) = x_s + noise * N(0, I)/sqrt(2p)``.
 
-    ``flattest_points``: ``(u, v) = (sqrt(beta_f^+), sqrt(beta_f^-))`` for the LP solution ``beta_f``
-    (sign flips of ``u_j``, ``v_j`` are flattest too); ``flattest_trace = (2/p) sum_j c_j |beta_fj|``.
+    ``flattest_points``: ``(u, v) = (sqrt(beta_f^+), sqrt(beta_f^-))`` for the LP solution ``beta_f``;
+    every sign flip of ``u_j``, ``v_j`` is flattest too (``2^nnz`` points), and ``flattest_distance``
+    is the distance to all of them, ``||(|u|, |v|) - (sqrt(beta_f^+), sqrt(beta_f^-))||``.
+    ``flattest_trace = (2/p) sum_j c_j |beta_fj|``.
     The arrays: :func:`diagonal_net_data`. ``smoothness``: Hessian norm at ``x_s``.
     """
     fam = "diagonal_net"
@@ -111,6 +113,7 @@ def diagonal_net(n=10, p=30, sparsity=3, seed=0, offset=1.0, noise=1e-3) -> Prob
         return jnp.mean(sample_losses(x))
 
     x_sharp = _uv(data.beta_start, offset)
+    x_flat = jnp.asarray(_uv(data.beta_flattest, 0.0))
     return Problem(
         name=fam,
         dim=2 * p,
@@ -119,7 +122,8 @@ def diagonal_net(n=10, p=30, sparsity=3, seed=0, offset=1.0, noise=1e-3) -> Prob
         num_samples=n,
         hessian_rank=n,
         flattest_trace=float(2.0 / p * np.sum(data.weights * np.abs(data.beta_flattest))),
-        flattest_points=jnp.asarray(_uv(data.beta_flattest, 0.0))[None],
+        flattest_points=x_flat[None],
+        flattest_distance=lambda x: jnp.linalg.norm(jnp.abs(x) - x_flat),
         initial_point=jittered(x_sharp, noise),
         smoothness=hessian_norm(loss, x_sharp),
         params=dict(n=n, p=p, sparsity=sparsity, seed=seed, offset=offset, noise=noise),
