@@ -406,6 +406,7 @@ BAD_RUNS = [
     ("sa", {**SA, "batch_size": 2}, {}, ValueError, r"batch_size must be an integer in \[1, n=1\], got 2"),
     ("sa", {**SA, "batch_size": 0.5}, {}, ValueError, "batch_size.*0.5"),
     ("rs", RS, {"steps": 0}, ValueError, "steps must be.*got 0"),
+    ("rs", {**RS, "steps": 5}, {}, ValueError, r"params\['steps'\] = 5 but steps = 3"),
     ("rs", RS, {"record_every": 0}, ValueError, "record_every.*got 0"),
     ("rs", RS, {"seeds": 0}, ValueError, "seeds must be.*got 0"),
     ("rs", RS, {"seeds": []}, ValueError, "seeds must not be empty"),

@@ -356,3 +356,37 @@ def test_is_flat_bad_eps_prime_and_criterion(hyperbola):
         flatmin.is_flat(hyperbola, [1.0, 1.0], eps=1e-2, criterion="sharpness")
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         flatmin.is_flat(hyperbola, [1.0, 1.0, 1.0], eps=1e-2)
+
+
+# ---------------------------------------------------------------------------- batches
+@pytest.mark.parametrize("fixture", ["hyperbola", "hyperbola_flow"])
+def test_pointwise_functions_take_batches_point_by_point(request, fixture):
+    """A batch ``(..., d)`` gives, for every point, what that point alone gives (the loss is written for
+    one point, so a batch must never reach it whole)."""
+    problem = request.getfixturevalue(fixture)
+    points = jnp.array([[[2.0, 0.5], [1.5, 0.7]], [[0.6, 1.8], [1.2, 0.9]], [[-2.0, -0.4], [3.0, 0.3]]])
+    x_star = flatmin.limit_map(problem, points)
+    assert x_star.shape == (3, 2, 2)
+    for index in np.ndindex(3, 2):
+        one = points[index]
+        np.testing.assert_allclose(x_star[index], flatmin.limit_map(problem, one), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(flatmin.normalized_trace(problem, points)[index],
+                                   flatmin.normalized_trace(problem, one), rtol=1e-12)
+        np.testing.assert_allclose(hessian(problem, points)[index], hessian(problem, one), rtol=1e-12)
+        np.testing.assert_allclose(flatmin.tangent_projector(problem, x_star)[index],
+                                   flatmin.tangent_projector(problem, x_star[index]), atol=1e-12)
+        np.testing.assert_allclose(flatmin.tangent_gradient(problem, x_star)[index],
+                                   flatmin.tangent_gradient(problem, x_star[index]), atol=1e-12)
+    np.testing.assert_allclose(flatmin.normalized_trace(problem, points), hyperbola_trbar(jnp.moveaxis(points, -1, 0)), rtol=1e-12)
+    assert flatmin.tangent_projector(problem, x_star).shape == (3, 2, 2, 2)
+
+
+def test_limit_map_batch_error_names_the_failing_point():
+    bump = flatmin.Problem("bump", 2, lambda z: (z[0] ** 2 - 1.0) ** 2 + z[1] ** 2)
+    with pytest.raises(ValueError, match=r"from x=\[0\.  0\.3\] stopped at a critical point"):
+        flatmin.limit_map(bump, [[0.5, 0.1], [0.0, 0.3], [2.0, 0.0]])
+
+
+def test_hutchinson_takes_one_point(hyperbola):
+    with pytest.raises(ValueError, match=r"one point of shape \(2,\), got \(2, 2\)"):
+        flatmin.hutchinson_trace(hyperbola, jnp.ones((2, 2)), jax.random.PRNGKey(0))

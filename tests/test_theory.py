@@ -115,8 +115,10 @@ def test_schedule_is_accepted_by_run_and_check_params(hyperbola):
     sa = flatmin.theory_params("sa", 1e-2, dim=hyperbola.dim)
     check_params(hyperbola, "rs", rs)
     check_params(hyperbola, "sa", sa)
-    res = flatmin.run(hyperbola, "sa", [2.0, 0.5], sa, 5, measure=False)  # `steps` inside params is ignored
+    res = flatmin.run(hyperbola, "sa", [2.0, 0.5], {**sa, "steps": 5}, 5, measure=False)
     assert res.metrics["step"].max() == 5
+    with pytest.raises(ValueError, match=rf"params\['steps'\] = {sa['steps']} but steps = 5"):
+        flatmin.run(hyperbola, "sa", [2.0, 0.5], sa, 5, measure=False)  # a schedule's budget is not dropped silently
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,8 @@ def run(
       x0: ``(d,)`` shared start, ``(num_seeds, d)`` one per seed, or None for
         ``problem.initial_point(PRNGKey(seed))``.
       params: step parameters (:func:`check_params`); ``final_gd_steps`` (default 0) plain GD steps
-        at step size ``eta`` follow the ``steps`` main steps.
+        at step size ``eta`` follow the ``steps`` main steps. A ``steps`` entry (as in the output of
+        :func:`flatmin.theory_params`) must equal ``steps``.
       steps: number of main steps, >= 1.
       seeds: a count ``S`` (seeds ``0..S-1``) or a sequence of ints; seed ``s`` drives step ``t``
         through ``fold_in(PRNGKey(s), t)``, so results do not depend on ``record_every``.
@@ -287,10 +288,14 @@ def run(
 
     Raises:
       DivergenceError: an iterate became non-finite; names the first step, the seed and ``params``.
+      ValueError: a bad parameter, or ``params["steps"]`` differs from ``steps``.
     """
     p = check_params(problem, algorithm, params)
     if not (isinstance(steps, (int, np.integer)) and steps >= 1):
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if "steps" in params and params["steps"] != steps:
+        raise ValueError(f"params['steps'] = {params['steps']!r} but steps = {steps!r}: give the number of "
+                         "steps once (drop it from params, or pass the same value)")
     record_every = max(1, steps // 100) if record_every is None else record_every
     if not (isinstance(record_every, (int, np.integer)) and record_every >= 1):
         raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")

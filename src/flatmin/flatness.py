@@ -48,13 +48,23 @@ def _check_point(problem: Problem, x) -> Array:
     return x
 
 
+def _over_points(fn, x: Array, dim: int) -> Array:
+    """``fn`` (one point ``(d,)`` -> array of shape ``S``) applied to every point of ``x``
+    ``(..., d)``; shape ``(...) + S``."""
+    if x.ndim == 1:
+        return fn(x)
+    out = jax.vmap(fn)(x.reshape(-1, dim))
+    return out.reshape(x.shape[:-1] + out.shape[1:])
+
+
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
 def hessian(problem: Problem, x: Array) -> Array:
-    """``Hess f(x)``, shape ``(d, d)``, by forward-over-reverse autodiff."""
-    return jax.hessian(problem.loss)(x)
+    """``Hess f(x)``, shape ``(..., d, d)`` for ``x`` of shape ``(..., d)``, by forward-over-reverse
+    autodiff."""
+    return _over_points(jax.hessian(problem.loss), _check_point(problem, x), problem.dim)
 
 
 def _normalized_trace(loss, dim: int, x: Array) -> Array:
@@ -62,11 +72,13 @@ def _normalized_trace(loss, dim: int, x: Array) -> Array:
 
 
 def normalized_trace(problem: Problem, x: Array) -> Array:
-    """Exact ``trbar(x) = tr(Hess f(x)) / d`` (shape ``()``), from the full autodiff Hessian.
+    """Exact ``trbar(x) = tr(Hess f(x)) / d`` from the full autodiff Hessian: shape ``()`` for one
+    point ``x`` ``(d,)``, ``(...)`` for a batch ``(..., d)``.
 
-    Costs d Hessian-vector products; for large d use :func:`hutchinson_trace`.
+    Costs d Hessian-vector products per point; for large d use :func:`hutchinson_trace`.
     """
-    return _normalized_trace(problem.loss, problem.dim, _check_point(problem, x))
+    trace = functools.partial(_normalized_trace, problem.loss, problem.dim)
+    return _over_points(trace, _check_point(problem, x), problem.dim)
 
 
 def hutchinson_trace(
@@ -86,6 +98,8 @@ def hutchinson_trace(
     if num_probes < 2:
         raise ValueError(f"num_probes must be >= 2 to give a standard error, got {num_probes}")
     x = _check_point(problem, x)
+    if x.ndim != 1:
+        raise ValueError(f"hutchinson_trace takes one point of shape ({problem.dim},), got {x.shape}")
     probes = jax.random.rademacher(key, (num_probes, problem.dim), dtype=jnp.float64)
     grad = jax.grad(problem.loss)
 
@@ -156,7 +170,8 @@ def _jitted_limit_fn(problem: Problem, tolerances: tuple):
 
 
 def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
-    """``Phi(x)``, shape ``(d,)``: the limit of the gradient flow started at ``x``.
+    """``Phi(x)``: the limit of the gradient flow started at ``x``; shape ``(d,)`` for one point,
+    ``(..., d)`` for a batch ``(..., d)`` (points are independent).
 
     Uses ``problem.limit_map`` when the problem gives a closed form; otherwise integrates
     ``dx/dt = -grad f(x)`` with diffrax's Tsit5 under a PID step-size controller until
@@ -174,9 +189,12 @@ def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
         raise TypeError(f"unknown tolerance(s) {sorted(unknown)}; allowed: {sorted(FLOW_TOLERANCES)}")
     x = _check_point(problem, x)
     key = tuple(sorted(tolerances.items()))
-    limit = _jitted_limit_fn(problem, key)(x)
+    limit = _over_points(_jitted_limit_fn(problem, key), x, problem.dim)
     if _is_concrete(limit) and not bool(jnp.all(jnp.isfinite(limit))):
         tol = {**FLOW_TOLERANCES, **tolerances}
+        if x.ndim > 1:  # diagnose the first point that failed
+            bad = ~jnp.all(jnp.isfinite(limit.reshape(-1, problem.dim)), axis=1)
+            x = x.reshape(-1, problem.dim)[int(jnp.argmax(bad))]
         end, converged = _jitted_flow(problem, key)(x)
         if not bool(converged):
             raise ValueError(
@@ -204,30 +222,31 @@ def _projector(hess: Array, rank: int | None, rel_tol: float) -> Array:
 def tangent_projector(
     problem: Problem, x_star: Array, rank: int | None = None, rel_tol: float = RANK_REL_TOL
 ) -> Array:
-    """``dPhi(x*)``: orthogonal projector ``(d, d)`` on the null space of ``Hess f(x*)``.
+    """``dPhi(x*)``: orthogonal projector ``(d, d)`` on the null space of ``Hess f(x*)`` (shape
+    ``(..., d, d)`` for a batch ``x_star`` of shape ``(..., d)``).
 
     ``x_star`` should be a minimum (e.g. ``limit_map(problem, x)``). The Hessian rank is ``rank``
     if given, else ``problem.hessian_rank``, else the number of eigenvalues above
     ``rel_tol * max eigenvalue`` (spectral-gap rule, :data:`RANK_REL_TOL`).
     """
-    x_star = _check_point(problem, x_star)
     rank = problem.hessian_rank if rank is None else rank
-    return _projector(hessian(problem, x_star), rank, rel_tol)
+    return _over_points(lambda y: _projector(jax.hessian(problem.loss)(y), rank, rel_tol),
+                        _check_point(problem, x_star), problem.dim)
 
 
 def _tangent_gradient(problem: Problem, x_star: Array, rank, rel_tol) -> Array:
     grad_trace = jax.grad(functools.partial(_normalized_trace, problem.loss, problem.dim))(x_star)
-    return _projector(hessian(problem, x_star), rank, rel_tol) @ grad_trace
+    return _projector(jax.hessian(problem.loss)(x_star), rank, rel_tol) @ grad_trace
 
 
 def tangent_gradient(
     problem: Problem, x_star: Array, rank: int | None = None, rel_tol: float = RANK_REL_TOL
 ) -> Array:
-    """``dPhi(x*) grad trbar(x*)``, shape ``(d,)``: the gradient of the normalized trace along the
-    minima (third derivatives by autodiff). Zero exactly at flat minima."""
-    x_star = _check_point(problem, x_star)
+    """``dPhi(x*) grad trbar(x*)``, shape ``(d,)`` (``(..., d)`` for a batch): the gradient of the
+    normalized trace along the minima (third derivatives by autodiff). Zero exactly at flat minima."""
     rank = problem.hessian_rank if rank is None else rank
-    return _tangent_gradient(problem, x_star, rank, rel_tol)
+    return _over_points(lambda y: _tangent_gradient(problem, y, rank, rel_tol),
+                        _check_point(problem, x_star), problem.dim)
 
 
 @functools.lru_cache(maxsize=128)
