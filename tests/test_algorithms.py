@@ -342,6 +342,38 @@ def test_first_flat_step_against_independent_gd(hyperbola):
         m[(m.seed == 0) & (m.step >= first)]["flat"].all()
         and not m[(m.seed == 0) & (m.step < first)]["flat"].any()
     )
+    # Located to every step inside the last interval: the first flat step of the step-by-step loop.
+    exact = next(t for t in range(steps + 1) if np.linalg.norm(_gd_iterate([1.2, 1.2], eta, t) - 1.0) <= eps)
+    fine = flatmin.run(hyperbola, "gd", starts, {"eta": eta}, steps, 2, every, eps=eps, flat_resolution=1)
+    assert fine.first_flat_step.tolist() == [exact, -1] and first - every < exact <= first
+    assert fine.metrics.equals(res.metrics)  # the table keeps the checkpoints
+
+
+def _gd_iterate(x0, eta, t):
+    x = np.array(x0, dtype=float)
+    for _ in range(t):
+        x = x - eta * np.array([2 * (x[0] * x[1] - 1) * x[1], 2 * (x[0] * x[1] - 1) * x[0]])
+    return x
+
+
+def test_flat_resolution_locates_the_first_flat_step_of_a_random_run():
+    """RS: refined first flat steps equal the step-by-step ones whenever those fall in the last checkpoint
+    interval (the run is re-simulated with the same keys); earlier flat steps (the test flickering on
+    and off between checkpoints) are outside the refined interval, so never later than the coarse one."""
+    problem = flatmin.make_problem("hyperbola", depth=2)
+    params = flatmin.theory_params("rs", eps=0.04, beta=problem.smoothness)  # flat after ~1000 steps
+    del params["steps"]
+    kwargs = dict(x0=HYPERBOLA_SHARP, params=params, steps=1300, seeds=6, eps=0.04)
+    coarse = flatmin.run(problem, "rs", record_every=130, **kwargs).first_flat_step
+    fine = flatmin.run(problem, "rs", record_every=130, flat_resolution=1, **kwargs).first_flat_step
+    exact = flatmin.run(problem, "rs", record_every=1, **kwargs).first_flat_step
+    assert (coarse > 0).all() and not (coarse == fine).all()
+    for c, f, e in zip(coarse, fine, exact):
+        assert c - 130 < f <= c and e <= f
+        if e > c - 130:
+            assert f == e
+    with pytest.raises(ValueError, match="flat_resolution must be an integer >= 1, got 0"):
+        flatmin.run(problem, "rs", record_every=130, flat_resolution=0, **kwargs)
 
 
 def test_x0_none_uses_initial_point(hyperbola):

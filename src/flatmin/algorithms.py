@@ -203,8 +203,9 @@ class RunResult:
       final: last iterates, shape ``(num_seeds, d)``.
       iterates: the iterates at the checkpoints, shape ``(num_seeds, num_checkpoints, d)``, in the
         row order of ``metrics`` within each seed.
-      first_flat_step: with ``eps``, per seed the first checkpoint step whose iterate is
-        (eps, sqrt(eps))-flat, ``-1`` if none (resolution: ``record_every``); else None.
+      first_flat_step: with ``eps``, per seed the first step whose iterate is (eps, sqrt(eps))-flat
+        among the checkpoints and, inside the checkpoint interval that ends at the first flat
+        checkpoint, every ``flat_resolution`` steps; ``-1`` if no checkpoint is flat; else None.
     """
 
     metrics: pd.DataFrame
@@ -263,6 +264,7 @@ def run(
     eps: float | None = None,
     measure: bool = True,
     measure_after_gd: int = 0,
+    flat_resolution: int | None = None,
 ) -> RunResult:
     """Run ``algorithm`` from ``x0`` for ``steps`` steps on every seed at once (vmap + lax.scan).
 
@@ -285,6 +287,11 @@ def run(
       measure_after_gd: measure flatness (and ``flat``) at the point reached from each checkpoint
         iterate by this many plain GD steps of size ``eta``: the output of Algorithm 2 stopped at
         that checkpoint (its final GD phase). ``loss`` and ``grad_norm`` stay those of the iterate.
+      flat_resolution: with ``eps``, the spacing in steps of the flat tests that locate
+        ``first_flat_step`` (default ``record_every``: the checkpoints only). A smaller value
+        re-simulates, per seed, the main-phase checkpoint interval that ends at the first flat
+        checkpoint (exactly the same iterates: step ``t`` uses ``fold_in(PRNGKey(s), t)``) and tests
+        every ``flat_resolution`` steps in it; ``metrics`` keeps the checkpoints only.
 
     Raises:
       DivergenceError: an iterate became non-finite; names the first step, the seed and ``params``.
@@ -305,6 +312,9 @@ def run(
         _check_tolerances(eps, None, "distance")  # before the (long) run, not after it
     if not (isinstance(measure_after_gd, (int, np.integer)) and measure_after_gd >= 0):
         raise ValueError(f"measure_after_gd must be an integer >= 0, got {measure_after_gd!r}")
+    resolution = record_every if flat_resolution is None else flat_resolution
+    if not (isinstance(resolution, (int, np.integer)) and resolution >= 1):
+        raise ValueError(f"flat_resolution must be an integer >= 1, got {flat_resolution!r}")
     seed_list = _seed_list(seeds)
     starts = _starting_points(problem, x0, seed_list)
     checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
@@ -329,8 +339,58 @@ def run(
     if eps is not None:
         flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
         first_flat = np.array([flat_steps.get(s, -1) for s in seed_list])
+        if resolution < record_every:
+            first_flat = _refine_first_flat(
+                problem, step, iterates, seed_list, checkpoints, steps, first_flat, resolution, eps,
+                gd_step if measure_after_gd else None, measure_after_gd,
+            )
     iterates = np.asarray(iterates)
     return RunResult(metrics, iterates[:, -1], iterates, first_flat)
+
+
+def _refine_first_flat(problem, step, iterates, seeds, checkpoints, main_steps, first_flat, resolution, eps,
+                       gd_step, gd_steps) -> np.ndarray:
+    """``first_flat`` located to ``resolution`` steps inside the interval ending at the first flat
+    checkpoint (main phase only), by re-simulating that interval from the checkpoint before it."""
+    index = np.searchsorted(checkpoints, first_flat)
+    refine = (first_flat > 0) & (first_flat <= main_steps)
+    if not refine.any():
+        return first_flat
+    rows = np.flatnonzero(refine)
+    lo = jnp.asarray(checkpoints[index[rows] - 1])
+    hi = jnp.asarray(first_flat[rows])
+    length = int(-(-int(np.max(first_flat[rows] - checkpoints[index[rows] - 1])) // resolution))
+    starts = jnp.asarray(iterates)[rows, index[rows] - 1]
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds)[rows])
+
+    def one_seed(x, key, lo, hi):
+        def one_step(t, y):
+            return step(y, jax.random.fold_in(key, t), t)[0]
+
+        def segment(y, j):
+            end = jnp.minimum(lo + j * resolution, hi)
+            y = jax.lax.fori_loop(jnp.minimum(lo + (j - 1) * resolution, hi), end, one_step, y)
+            return y, (y, end)
+
+        return jax.lax.scan(segment, x, jnp.arange(1, length + 1))[1]
+
+    points, ends = jax.jit(jax.vmap(one_seed))(starts, keys, lo, hi)
+    flat = np.asarray(flat_test(_measures(problem, points.reshape(-1, problem.dim), gd_step, gd_steps), eps))
+    flat = flat.reshape(len(rows), length)
+    refined = first_flat.copy()
+    for i, row in enumerate(rows):
+        hits = np.flatnonzero(flat[i])
+        if hits.size:  # else keep the checkpoint (re-simulation can differ from it by rounding)
+            refined[row] = int(ends[i, hits[0]])
+    return refined
+
+
+def _measures(problem, points, gd_step, gd_steps) -> dict:
+    """Flatness measures of ``points`` ``(n, d)``, after ``gd_steps`` GD steps when ``gd_step`` is given."""
+    if gd_step is not None:
+        descend = lambda x: jax.lax.fori_loop(0, gd_steps, lambda t, y: gd_step(y, None, t)[0], x)  # noqa: E731
+        points = jax.jit(jax.vmap(descend))(points)
+    return jax.vmap(flatness_fn(problem))(points)
 
 
 def _compiled_loop(step, gd_step, starts, seeds, checkpoints, main_steps):
@@ -374,10 +434,7 @@ def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measu
         "perturbed_fraction": perturbed.reshape(-1),
     }
     if measure:
-        if gd_step is not None:
-            descend = lambda x: jax.lax.fori_loop(0, gd_steps, lambda t, y: gd_step(y, None, t)[0], x)
-            points = jax.jit(jax.vmap(descend))(points)
-        measures = jax.vmap(flatness_fn(problem))(points)
+        measures = _measures(problem, points, gd_step, gd_steps)
         table.update({name: np.asarray(value) for name, value in measures.items()})
     metrics = pd.DataFrame(table)
     if eps is not None:

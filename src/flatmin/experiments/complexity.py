@@ -1,14 +1,16 @@
 """E3 — iteration complexity (Table 1, Theorems 1 and 2).
 
 Each instance runs the theorem's schedule for its full budget ``T`` (times the constant ``cT``) from
-the problem's sharp start, on many seeds at once, and records the first checkpoint step whose iterate
-is (eps, sqrt(eps))-flat and the fraction of flat checkpoint iterates (the probability that the
+the problem's sharp start, on many seeds at once, and records the first step whose iterate is
+(eps, sqrt(eps))-flat (located to ``1 / flat_refine`` of the checkpoint spacing inside the interval
+that ends at the first flat checkpoint, :func:`flatmin.run`'s ``flat_resolution``) and the fraction of flat checkpoint iterates (the probability that the
 uniformly drawn output ``x_hat`` is flat). SA's iterates are measured after its final GD phase
 (``final_gd_steps`` plain GD steps, Algorithm 2's last phase). Sweeps: eps on several instances (the
 bound must hold on each and is attained on the ramp), and d on the ramp for RS and SA at one eps
 (SA's count falls like 1/d, RS's does not: SA's lead grows like d).
 
-Config keys: ``seeds``, ``records`` (checkpoints per run), ``constants`` (per algorithm, with
+Config keys: ``seeds``, ``records`` (checkpoints per run), ``flat_refine`` (flat tests per checkpoint
+interval when locating the first flat step; 1: checkpoints only), ``constants`` (per algorithm, with
 ``cT``), ``final_gd_steps``, ``eps_sweep`` (``{eps: {algorithm: [eps...]}, instances: [spec + label, and
 optionally its own eps lists]}``),
 ``dim_sweep`` (``{instance: spec, dim_param, values, eps, algorithms}``).
@@ -30,6 +32,7 @@ PAPER_CONFIG = {
     "enabled": True,
     "seeds": 16,
     "records": 200,
+    "flat_refine": 20,
     # SA's eps0 gate is closed on ~5/6 of the steps here (its per-sample kicks are n times larger
     # than the full gradient's), hence its larger budget constant.
     "constants": {"rs": {"cT": 1.0}, "sa": {"cT": 12.0}},
@@ -64,8 +67,10 @@ def steps_to_flat(problem, algorithm: str, eps: float, config: dict) -> pd.DataF
     ``flat_fraction`` over the main-phase checkpoints after step 0, start and end traces."""
     params, budget = schedule(algorithm, problem, eps, config["constants"][algorithm])
     after_gd = config["final_gd_steps"] if algorithm == "sa" else 0
-    result = flatmin.run(problem, algorithm, None, params, budget, config["seeds"],
-                         record_every=max(1, budget // config["records"]), eps=eps, measure_after_gd=after_gd)
+    record_every = max(1, budget // config["records"])
+    result = flatmin.run(problem, algorithm, None, params, budget, config["seeds"], record_every=record_every,
+                         eps=eps, measure_after_gd=after_gd,
+                         flat_resolution=max(1, record_every // config["flat_refine"]))
     metrics = result.metrics
     main = metrics[(metrics["phase"] == "main") & (metrics["step"] > 0)]
     by_seed = main.groupby("seed")
