@@ -284,6 +284,12 @@ def test_evaluate_synthetic_generalization_verdicts():
     assert bad.loc["gd_recovers_nothing", "measured"] == pytest.approx(0.1)
     for claim_id in ids[:4]:
         assert bad.loc[claim_id, "verdict"] == "not confirmed", claim_id
+    # Where the exact Phi of the last iterate is in the table, the claims read it instead.
+    table = generalization_table()
+    last = table[(table["step"] == 200) & (table["point"] == "after_gd")].assign(point="limit")
+    last.loc[last["algorithm"] == "rs", "recovery_error"] = 0.001
+    exact = evaluate({"generalization": pd.concat([table, last])}).set_index("id")
+    assert exact.loc["flat_minima_generalize", "measured"] == pytest.approx(0.01)  # SA's 0.01 now the largest
     # The error rising as the trace falls is a negative correlation.
     inverted = generalization_table()
     inverted["recovery_error"] = 2.0 - inverted["recovery_error"]
