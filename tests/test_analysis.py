@@ -7,6 +7,7 @@ analytically here, independently of the code under test) or from exact arithmeti
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -65,9 +66,21 @@ def test_loglog_slope_rejects_non_finite_or_non_positive(x, y):
         loglog_slope(x, y)
 
 
-@pytest.mark.parametrize("x, y", [([0.1], [1.0]), ([], []), ([0.1, 0.2], [1.0, 2.0, 3.0])])
+@pytest.mark.parametrize(
+    "x, y",
+    [([0.1], [1.0]), ([], []), ([0.1, 0.2], [1.0, 2.0, 3.0]), ([[0.1, 0.2], [0.3, 0.4]], [[1.0, 2.0], [3.0, 4.0]])],
+)
 def test_loglog_slope_needs_two_matching_levels(x, y):
     with pytest.raises(ValueError, match=">= 2 levels"):
+        loglog_slope(x, y)
+
+
+@pytest.mark.parametrize(
+    "x, y, shown", [([2.0, 2.0], [1.0, 3.0], "[2. 2.]"), ([0.1, 0.1, 0.1], [1.0, 2.0, 4.0], "[0.1 0.1 0.1]")]
+)
+def test_loglog_slope_needs_two_distinct_x(x, y, shown):
+    """A vertical cloud has no least-squares slope (polyfit only warns and returns a number)."""
+    with pytest.raises(ValueError, match=re.escape(f">= 2 distinct x values, got x={shown}")):
         loglog_slope(x, y)
 
 
@@ -123,6 +136,28 @@ def test_exponent_of_degenerate_samples_is_finite():
 def test_exponent_with_single_samples_is_the_point_estimate():
     table = pd.DataFrame({"dim": [4, 8, 16], "lead": [4.0, 8.0, 16.0]})
     assert exponent(table, "dim", "lead") == Estimate(pytest.approx(1.0), pytest.approx(1.0), pytest.approx(1.0))
+
+
+def test_exponent_mixes_single_and_multi_sample_levels():
+    table = pd.DataFrame({"eps": [0.1, 0.2, 0.4, 0.1, 0.2], "steps": [1.0, 2.0, 3.0, 1.1, 1.9]})
+    est = exponent(table, "eps", "steps", n_resamples=500)
+    assert est.value == pytest.approx(loglog_slope([0.1, 0.2, 0.4], [1.05, 1.95, 3.0]), abs=1e-12)
+    assert est.low < est.value < est.high  # the two resampled levels give a spread
+
+
+def test_exponent_holds_a_single_sample_level_fixed():
+    """A level with one sample gives the same interval as that level with its value repeated (whose
+    resamples are all that value). The extra level comes last, so the draws for the others agree."""
+    multi = lognormal_table(np.random.default_rng(6), -2.0, levels=LEVELS[:3], n=8)
+    single, repeated = (
+        pd.concat([multi, pd.DataFrame({"eps": [LEVELS[3]] * k, "steps": [2.0] * k})], ignore_index=True)
+        for k in (1, 5)
+    )
+    a = exponent(single, "eps", "steps", n_resamples=1000, seed=3)
+    b = exponent(repeated, "eps", "steps", n_resamples=1000, seed=3)
+    assert a.value == pytest.approx(b.value, abs=1e-12)
+    assert (a.low, a.high) == (pytest.approx(b.low, abs=1e-9), pytest.approx(b.high, abs=1e-9))
+    assert a.low < a.value < a.high
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 0.0, -1.0])

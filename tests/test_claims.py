@@ -297,6 +297,14 @@ def test_evaluate_synthetic_generalization_verdicts():
         "not confirmed"
 
 
+def test_gd_control_without_gd_runs_is_not_confirmed():
+    table = generalization_table()
+    for broken in (table[table["algorithm"] != "gd"],
+                   table.assign(recovery_error=np.where(table["algorithm"] == "gd", np.nan, table["recovery_error"]))):
+        row = evaluate({"generalization": broken}).set_index("id").loc["gd_recovers_nothing"]
+        assert row["verdict"] == "not confirmed" and "GD" in row["note"], row
+
+
 def test_evaluate_trajectory_claims_take_the_worst_instance():
     rows = []
     for instance, gd_drift in (("a", 0.0), ("b", 0.5)):

@@ -124,7 +124,8 @@ def test_e4_helpers():
 def test_e4_problem_without_flattest_points_runs_and_plots_without_the_distance():
     problem = flatmin.make_problem("hyperbola", depth=2)
     name = "tmp_hyperbola_no_flattest"
-    flatmin.register_problem(name)(lambda: dataclasses.replace(problem, name=name, flattest_points=None))
+    flatmin.register_problem(name)(lambda: dataclasses.replace(problem, name=name, flattest_points=None,
+                                                                     flattest_distance=None))
     config = copy.deepcopy(quick(trajectories))
     config.update(seeds=2, picture={**config["picture"], "instance": "bare"})
     config["instances"] = [{**config["instances"][0], "label": "bare", "problem": {"name": name},

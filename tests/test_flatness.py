@@ -349,6 +349,18 @@ def test_is_flat_bad_eps(hyperbola, eps):
         flatmin.is_flat(hyperbola, [1.0, 1.0], eps=eps)
 
 
+@pytest.mark.parametrize("eps", [True, "0.1", np.array([0.1, 0.2])])
+def test_is_flat_eps_must_be_one_real_number(hyperbola, eps):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        flatmin.is_flat(hyperbola, [1.0, 1.0], eps=eps)
+
+
+@pytest.mark.parametrize("eps", [np.float32(0.01), np.float64(0.01), jnp.asarray(0.01), 1])
+def test_is_flat_takes_numpy_and_jax_scalars(hyperbola, eps):
+    assert bool(flatmin.is_flat(hyperbola, [1.001, 1.001], eps=eps)) == (float(eps) >= 1.5e-3)
+    assert bool(flatmin.is_flat(hyperbola, [2.0, 0.5], eps=1e-2, eps_prime=np.float32(4.0)))
+
+
 def test_is_flat_bad_eps_prime_and_criterion(hyperbola):
     with pytest.raises(ValueError, match="eps_prime.*-0.5"):
         flatmin.is_flat(hyperbola, [1.0, 1.0], eps=1e-2, eps_prime=-0.5)
@@ -379,6 +391,26 @@ def test_pointwise_functions_take_batches_point_by_point(request, fixture):
                                    flatmin.tangent_gradient(problem, x_star[index]), atol=1e-12)
     np.testing.assert_allclose(flatmin.normalized_trace(problem, points), hyperbola_trbar(jnp.moveaxis(points, -1, 0)), rtol=1e-12)
     assert flatmin.tangent_projector(problem, x_star).shape == (3, 2, 2, 2)
+
+
+@pytest.mark.parametrize("point", [[1.0, -1.0], [0.0, 0.0], [2.0, -2.0]])
+def test_closed_form_limit_refuses_the_saddle_the_flow_reaches(point):
+    """From (t, -t) the flow of (xy - 1)^2 runs into the saddle (0, 0): the closed form says so, and
+    limit_map refuses it as it refuses the numerical flow's saddles."""
+    problem = flatmin.make_problem("hyperbola", depth=2)
+    np.testing.assert_allclose(problem.limit_map(jnp.array(point)), [0.0, 0.0], atol=0)
+    with pytest.raises(ValueError, match="closed-form limit map of 'hyperbola'.*not a minimum: f - min_loss = 1"):
+        flatmin.limit_map(problem, point)
+    assert not bool(flatmin.is_flat(problem, jnp.array(point), 1e-2))
+    assert np.isnan(flatmin.flatness(problem, jnp.array(point))["trace"])
+
+
+def test_tangent_functions_check_the_rank(hyperbola):
+    for rank in (3, -1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"rank must be an integer in \[0, d=2\] or None, got {rank!r}"):
+            flatmin.tangent_projector(hyperbola, [1.0, 1.0], rank=rank)
+        with pytest.raises(ValueError, match="rank must be an integer"):
+            flatmin.tangent_gradient(hyperbola, [1.0, 1.0], rank=rank)
 
 
 def test_limit_map_batch_error_names_the_failing_point():

@@ -357,8 +357,9 @@ def test_diagonal_net_distance_to_flattest_covers_every_sign_flip():
 
 
 def test_distance_to_flattest_defaults_to_the_listed_points_and_checks_shapes():
-    prob = flatmin.make_problem("hyperbola", depth=2)
-    points = np.asarray(prob.flattest_points).reshape(-1, 2)
+    hyperbola = flatmin.make_problem("hyperbola", depth=2)
+    points = np.array([[1.0, 1.0], [-1.0, -1.0]])
+    prob = flatmin.Problem("two_points", 2, hyperbola.loss, flattest_points=points)
     x = np.array([[2.0, 0.5], [-1.0, -1.0]])
     expected = np.linalg.norm(x[:, None] - points, axis=-1).min(axis=-1)
     np.testing.assert_allclose(prob.distance_to_flattest(x), expected, rtol=1e-12)
@@ -368,6 +369,55 @@ def test_distance_to_flattest_defaults_to_the_listed_points_and_checks_shapes():
     bare = flatmin.Problem("bare", 2, lambda z: jnp.sum(z**2))
     with pytest.raises(ValueError, match="neither flattest_distance nor flattest_points"):
         bare.distance_to_flattest(np.zeros(2))
+
+
+def _sign_flips(point, even: bool):
+    """Every sign pattern of ``point`` (an even number of minus signs only, if ``even``)."""
+    import itertools
+
+    for signs in itertools.product([1.0, -1.0], repeat=len(point)):
+        if not even or np.prod(signs) > 0:
+            yield np.asarray(signs) * point
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_hyperbola_distance_to_flattest_covers_every_component(depth):
+    prob = flatmin.make_problem("hyperbola", depth=depth)
+    flattest = np.array(list(_sign_flips(np.ones(depth), even=True)))
+    assert len(flattest) == 2 ** (depth - 1)
+    for point in flattest:
+        assert float(prob.distance_to_flattest(point)) == 0.0
+        assert float(prob.loss(jnp.asarray(point))) == 0.0
+    x = np.random.default_rng(depth).normal(scale=1.5, size=(50, depth))
+    brute = np.linalg.norm(x[:, None] - flattest, axis=-1).min(axis=-1)
+    np.testing.assert_allclose(prob.distance_to_flattest(x), brute, rtol=1e-12)
+
+
+def test_factorization_distance_is_the_distance_to_the_orbit():
+    """Every minimum U* Q (Q orthogonal, reflections included) is as flat, so its distance is 0; elsewhere
+    the Procrustes formula is the minimum over Q, checked against a dense search over rotations."""
+    prob = flatmin.make_problem("factorization", m=3, r=2, seed=1)
+    U = np.asarray(prob.flattest_points[0]).reshape(3, 2)
+    angles = np.linspace(0.0, 2 * np.pi, 20001)
+    rotations = np.stack([np.stack([np.cos(angles), -np.sin(angles)], -1),
+                          np.stack([np.sin(angles), np.cos(angles)], -1)], -2)
+    orbit = np.concatenate([U @ rotations, U @ rotations @ np.diag([1.0, -1.0])]).reshape(len(angles) * 2, -1)
+    for q in (rotations[3000], rotations[17000] @ np.diag([1.0, -1.0])):
+        assert float(prob.distance_to_flattest((U @ q).reshape(-1))) == pytest.approx(0.0, abs=1e-7)
+    x = np.random.default_rng(0).normal(scale=0.5, size=(5, 6))
+    brute = np.linalg.norm(x[:, None] - orbit, axis=-1).min(axis=-1)
+    np.testing.assert_allclose(prob.distance_to_flattest(x), brute, rtol=1e-6)
+
+
+@pytest.mark.parametrize("asymmetry", [0.0, 0.25])
+def test_valley_wells_distance_covers_both_wells_only_when_symmetric(asymmetry):
+    prob = flatmin.make_problem("valley_wells", asymmetry=asymmetry, m=2, k=2)
+    wells = [np.r_[u, 0.0, 0.0] for u in _sign_flips(np.ones(2), even=False)]
+    flattest = [w for w in wells if float(trbar(prob, w)) <= prob.flattest_trace + 1e-12]
+    assert len(flattest) == (4 if asymmetry == 0 else 1)
+    x = np.random.default_rng(1).normal(size=(20, 4))
+    brute = np.linalg.norm(x[:, None] - np.array(flattest), axis=-1).min(axis=-1)
+    np.testing.assert_allclose(prob.distance_to_flattest(x), brute, rtol=1e-12)
 
 
 def test_diagonal_net_flattest_interpolates_to_machine_precision():
@@ -407,3 +457,36 @@ def test_bad_params_raise(name, params, bad):
     with pytest.raises(ValueError, match=f"{bad} must") as err:
         flatmin.make_problem(name, **params)
     assert repr(params[bad]) in str(err.value)
+
+
+REGISTRATION_SCRIPT = """
+import flatmin
+try:
+    @flatmin.register_problem("hyperbola")
+    def mine():
+        return flatmin.Problem("h", 2, lambda x: x.sum())
+except ValueError as err:
+    print("raised:", err)
+print(sorted(flatmin.list_problems()) == {expected!r})
+"""
+
+
+def test_registering_a_shipped_name_first_fails_there_and_leaves_the_registry_whole():
+    """In a fresh interpreter (the registry is discovered lazily), a user factory that takes a shipped
+    family's name is refused at the decorator, and every shipped family stays available."""
+    import ast
+    import subprocess
+    import sys
+
+    shipped = subprocess.run([sys.executable, "-c", "import flatmin; print(flatmin.list_problems())"],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    script = REGISTRATION_SCRIPT.format(expected=ast.literal_eval(shipped))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "raised: problem 'hyperbola' is already registered by flatmin.problems.hyperbola" in done.stdout
+    assert done.stdout.strip().endswith("True"), done.stdout
+
+
+def test_make_problem_bad_keyword_lists_the_parameters():
+    with pytest.raises(TypeError, match=r"'dept'.*its parameters: \(depth: 'int' = 2"):
+        flatmin.make_problem("hyperbola", dept=3)

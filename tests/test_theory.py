@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import flatmin
 from flatmin.algorithms import check_params
-from flatmin.theory import DEFAULT_CONSTANTS, decrease_bound, iteration_bound
+from flatmin.theory import DEFAULT_CONSTANTS, decrease_bound, iteration_bound, theory_params
 
 KEYS_RS = {"eta", "eta_prime", "rho", "eps0", "steps"}
 KEYS_SA = KEYS_RS | {"batch_size"}
@@ -138,8 +139,58 @@ def test_schedule_is_accepted_by_run_and_check_params(hyperbola):
         (("rs", 1e-2), {"c9": 1.0}, r"unknown constant\(s\) \['c9'\]"),
         (("rs", 1e-2), {"beta": 0.0}, "constant beta must be.*0.0"),
         (("rs", 1e-2), {"c2": -1.0}, "constant c2 must be.*-1.0"),
+        (("rs", True), {}, "eps must be.*not a bool.*True"),
+        (("rs", "0.1"), {}, "eps must be.*'0.1'"),
+        (("rs", 1e-2), {"delta": True}, r"delta must lie in \(0, 1\], got True; allowed: real numbers, not bools"),
+        (("sa", 1e-2), {"dim": True}, "SA's schedule needs dim.*not a bool.*got True"),
+        (("sa", 1e-2), {"dim": np.float64(3.0)}, "SA's schedule needs dim.*got np.float64"),
+        (("rs", 1e-2), {"cT": True}, "constant cT must be.*not a bool.*True"),
     ],
 )
 def test_theory_params_bad_inputs(args, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         flatmin.theory_params(*args, **kwargs)
+
+
+def test_numpy_numbers_are_accepted_as_python_numbers():
+    """numpy integers are dims and numpy floats are reals; the schedule is that of the equal Python
+    numbers (eps = float(np.float32(0.1)), not 0.1), with Python floats and an int ``steps`` out."""
+    eps32 = np.float32(0.1)
+    p = theory_params("sa", eps32, delta=np.float64(0.5), dim=np.int64(3), c=np.float32(0.25), cT=np.int32(2))
+    assert p == theory_params("sa", float(eps32), delta=0.5, dim=3, c=0.25, cT=2.0)
+    assert all(type(v) is float for k, v in p.items() if k not in ("steps", "batch_size"))
+    assert type(p["steps"]) is int
+    # d^3 in Python ints: np.int64(3e6)**3 would wrap around int64
+    d = 3_000_000
+    for bound in (iteration_bound, decrease_bound):
+        assert bound("sa", 1e-25, dim=np.int64(d)) == bound("sa", 1e-25, dim=d) > 0
+
+
+@pytest.mark.parametrize(
+    "algorithm, eps, kwargs, shown",
+    [
+        ("rs", 1e-200, {}, "eps=1e-200, delta=1.0"),
+        ("rs", 1e-2, {"delta": 1e-80}, "eps=0.01, delta=1e-80"),
+        ("sa", 1e-200, {"dim": 3}, "eps=1e-200, delta=1.0, dim=3"),
+    ],
+)
+def test_iteration_bound_beyond_the_float_range_is_a_value_error(algorithm, eps, kwargs, shown):
+    pattern = f"'{algorithm}' iteration bound for {shown}.*exceeds the largest representable float"
+    with pytest.raises(ValueError, match=pattern):
+        iteration_bound(algorithm, eps, **kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        theory_params(algorithm, eps, **kwargs)
+
+
+def test_iteration_budget_beyond_the_float_range_is_a_value_error():
+    assert_steps(theory_params("rs", 1e-100)["steps"], 1e300)  # large, still representable
+    with pytest.raises(ValueError, match=r"\['steps'\] exceed the largest representable float .*eps=1e-100"):
+        theory_params("rs", 1e-100, cT=1e10)
+    with pytest.raises(ValueError, match=r"\['eta'\] exceed the largest representable float"):
+        theory_params("rs", 1e-2, c=1e300, beta=1e-300)
+
+
+def test_decrease_bound_beyond_the_float_range_is_a_value_error():
+    assert decrease_bound("rs", 1e100) == pytest.approx(1e300)
+    with pytest.raises(ValueError, match="'rs' decrease bound for eps=1e[+]200.*exceeds the largest representable"):
+        decrease_bound("rs", 1e200)

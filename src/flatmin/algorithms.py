@@ -278,7 +278,9 @@ def run(
         :func:`flatmin.theory_params`) must equal ``steps``.
       steps: number of main steps, >= 1.
       seeds: a count ``S`` (seeds ``0..S-1``) or a sequence of ints; seed ``s`` drives step ``t``
-        through ``fold_in(PRNGKey(s), t)``, so results do not depend on ``record_every``.
+        through ``fold_in(PRNGKey(s), t)``, so results do not depend on ``record_every``, nor on
+        which other seeds run beside it beyond floating-point rounding (XLA may compile another
+        batch size into differently fused arithmetic, ~1e-16 relative); the same call repeats exactly.
       record_every: checkpoint spacing (default ``max(1, steps // 100)``); steps 0, ``record_every``,
         ..., ``steps`` (and ``steps + final_gd_steps``) are recorded.
       eps: if given, adds the column ``flat`` and ``first_flat_step`` for (eps, sqrt(eps))-flatness

@@ -32,12 +32,17 @@ class Estimate:
 
 
 def loglog_slope(x, y) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (positive ``x, y``, at least 2 levels)."""
+    """Least-squares slope of ``log y`` against ``log x``.
+
+    ``x`` and ``y`` are 1-D, of equal length, finite and positive, with at least 2 distinct ``x``.
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.size < 2:
-        raise ValueError(f"need matching x and y with >= 2 levels, got shapes {x.shape}, {y.shape}")
+    if x.ndim != 1 or x.shape != y.shape or x.size < 2:
+        raise ValueError(f"need 1-D x and y of matching length with >= 2 levels, got shapes {x.shape}, {y.shape}")
     if np.any(~np.isfinite(x) | ~np.isfinite(y) | (x <= 0) | (y <= 0)):
         raise ValueError(f"log-log fit needs finite positive values, got x={x}, y={y}")
+    if np.unique(x).size < 2:
+        raise ValueError(f"a slope needs >= 2 distinct x values, got x={x}")
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
@@ -71,16 +76,21 @@ def exponent(
       level: column of the abscissa (e.g. ``"eps"``), positive.
       value: column of the measured quantity (e.g. ``"steps"``), positive and finite.
 
-    A level with a single sample contributes no spread; with every level single the interval is
-    the point estimate.
+    A level with a single sample contributes no spread: it keeps its value in every bootstrap
+    replicate while the levels with two or more samples are resampled. With every level single the
+    interval is the point estimate.
     """
     levels, samples = _samples_by_level(frame, level, value)
-    estimate = loglog_slope(levels, [s.mean() for s in samples])
-    if all(len(s) < 2 for s in samples):
+    level_means = np.array([s.mean() for s in samples])
+    estimate = loglog_slope(levels, level_means)
+    resampled_levels = [i for i, s in enumerate(samples) if len(s) >= 2]
+    if not resampled_levels:
         return Estimate(estimate, estimate, estimate, confidence)
 
     def statistic(*resampled, axis=-1):
-        means = np.stack([np.mean(s, axis=axis) for s in resampled], axis=-1)
+        resampled_means = np.stack([np.mean(s, axis=axis) for s in resampled], axis=-1)
+        means = np.broadcast_to(level_means, resampled_means.shape[:-1] + level_means.shape).copy()
+        means[..., resampled_levels] = resampled_means
         logs = np.log(means)
         lx = np.log(levels) - np.log(levels).mean()
         return (logs - logs.mean(axis=-1, keepdims=True)) @ lx / (lx @ lx)
@@ -90,7 +100,7 @@ def exponent(
         # the percentile interval below is then used instead.
         warnings.simplefilter("ignore", (stats.DegenerateDataWarning, RuntimeWarning))
         result = stats.bootstrap(
-            tuple(samples),
+            tuple(samples[i] for i in resampled_levels),
             statistic,
             n_resamples=n_resamples,
             confidence_level=confidence,

@@ -244,11 +244,15 @@ def _gd_error_change(results):
     """Largest relative change of GD's recovery error between the start and its final point."""
     from flatmin.experiments.generalization import final_by_method
 
-    changes = [0.0]
+    changes = []
     for instance in _instances(results):
         final = final_by_method(results, instance)
         gd = final[final.index.get_level_values("algorithm") == "gd"]
         changes += list((gd["recovery_error"] - gd["start_error"]).abs() / gd["start_error"])
+    if not changes:
+        raise ValueError("no GD runs in the generalization results")
+    if not np.all(np.isfinite(changes)):
+        raise ValueError(f"non-finite GD recovery errors in the generalization results: {changes}")
     return max(changes)
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flatmin.problem import Array, Problem
 
@@ -139,23 +141,28 @@ def _flow_limit(loss, x: Array, gtol, rtol, atol, max_steps, polish_steps) -> tu
     return _newton_polish(loss, solution.ys[-1], polish_steps), converged
 
 
-def _limit_fn(problem: Problem, tolerances: dict):
+def _end_point(problem: Problem, x: Array, tol: dict) -> tuple[Array, Array]:
+    """``(end point, converged)``: the closed-form limit (always converged) or the numerical flow's."""
     if problem.limit_map is not None:
-        return problem.limit_map
+        return problem.limit_map(x), jnp.array(True)
+    return _flow_limit(problem.loss, x, **_flow_settings(tol))
+
+
+def _limit_fn(problem: Problem, tolerances: dict):
     tol = {**FLOW_TOLERANCES, **tolerances}
 
-    def flow(x):
-        y, converged = _flow_limit(problem.loss, x, **_flow_settings(tol))
+    def limit(x):
+        y, converged = _end_point(problem, x, tol)
         at_minimum = problem.loss(y) - problem.min_loss <= tol["loss_tol"]
         return jnp.where(converged & at_minimum, y, jnp.nan)
 
-    return flow
+    return limit
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_flow(problem: Problem, tolerances: tuple):
-    """``x -> (end point, converged)`` of the numerical flow, for the error message of limit_map."""
-    return jax.jit(functools.partial(_flow_limit, problem.loss, **_flow_settings({**FLOW_TOLERANCES, **dict(tolerances)})))
+def _jitted_end_point(problem: Problem, tolerances: tuple):
+    """``x -> (end point, converged)`` before the minimum test, for the error message of limit_map."""
+    return jax.jit(functools.partial(_end_point, problem, tol={**FLOW_TOLERANCES, **dict(tolerances)}))
 
 
 def _flow_settings(tol: dict) -> dict:
@@ -179,9 +186,10 @@ def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
     :data:`FLOW_TOLERANCES`, overridable by keyword).
 
     The result must be a minimum: NaN entries are returned when the flow has not converged within
-    ``max_steps`` (e.g. ``x`` is not in the basin of a minimum) or when it stopped at a critical point
-    that is not a minimum, ``f(y) - problem.min_loss > loss_tol`` (a saddle, e.g. ``u_j = v_j = 0`` of
-    a diagonal net, or a wrong ``min_loss``). Called outside a JAX transformation it raises
+    ``max_steps`` (e.g. ``x`` is not in the basin of a minimum) or when its end point (closed form or
+    numerical) is not at the minimum value, ``f(y) - problem.min_loss > loss_tol`` (a saddle, e.g.
+    ``u_j = v_j = 0`` of a diagonal net, or a wrong ``min_loss``; only the value is tested, so a
+    critical point at the level ``min_loss`` passes). Called outside a JAX transformation it raises
     ``ValueError`` naming which instead.
     """
     unknown = set(tolerances) - set(FLOW_TOLERANCES)
@@ -195,15 +203,16 @@ def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
         if x.ndim > 1:  # diagnose the first point that failed
             bad = ~jnp.all(jnp.isfinite(limit.reshape(-1, problem.dim)), axis=1)
             x = x.reshape(-1, problem.dim)[int(jnp.argmax(bad))]
-        end, converged = _jitted_flow(problem, key)(x)
+        end, converged = _jitted_end_point(problem, key)(x)
         if not bool(converged):
             raise ValueError(
                 f"gradient flow of {problem.name!r} from x={x} did not converge within max_steps "
                 f"(tolerances {tol}); is x near a minimum?"
             )
         gap = float(problem.loss(end)) - problem.min_loss
+        how = "the closed-form limit map" if problem.limit_map is not None else "gradient flow"
         raise ValueError(
-            f"gradient flow of {problem.name!r} from x={x} stopped at a critical point that is not a "
+            f"{how} of {problem.name!r} from x={x} stopped at a critical point that is not a "
             f"minimum: f - min_loss = {gap:.3g} > loss_tol = {tol['loss_tol']:g} (a saddle, or "
             f"problem.min_loss = {problem.min_loss!r} is wrong); the point: {end}"
         )
@@ -226,12 +235,22 @@ def tangent_projector(
     ``(..., d, d)`` for a batch ``x_star`` of shape ``(..., d)``).
 
     ``x_star`` should be a minimum (e.g. ``limit_map(problem, x)``). The Hessian rank is ``rank``
-    if given, else ``problem.hessian_rank``, else the number of eigenvalues above
-    ``rel_tol * max eigenvalue`` (spectral-gap rule, :data:`RANK_REL_TOL`).
+    (an integer in ``[0, d]``) if given, else ``problem.hessian_rank``, else the number of eigenvalues
+    above ``rel_tol * max |eigenvalue|`` (spectral-gap rule, :data:`RANK_REL_TOL`; negative
+    eigenvalues, which a minimum does not have, count as tangent).
     """
-    rank = problem.hessian_rank if rank is None else rank
+    rank = _rank(problem, rank)
     return _over_points(lambda y: _projector(jax.hessian(problem.loss)(y), rank, rel_tol),
                         _check_point(problem, x_star), problem.dim)
+
+
+def _rank(problem: Problem, rank):
+    """``rank`` if given (checked against ``[0, d]``), else ``problem.hessian_rank``."""
+    if rank is None:
+        return problem.hessian_rank
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank <= problem.dim:
+        raise ValueError(f"rank must be an integer in [0, d={problem.dim}] or None, got {rank!r}")
+    return int(rank)
 
 
 def _tangent_gradient(problem: Problem, x_star: Array, rank, rel_tol) -> Array:
@@ -243,8 +262,9 @@ def tangent_gradient(
     problem: Problem, x_star: Array, rank: int | None = None, rel_tol: float = RANK_REL_TOL
 ) -> Array:
     """``dPhi(x*) grad trbar(x*)``, shape ``(d,)`` (``(..., d)`` for a batch): the gradient of the
-    normalized trace along the minima (third derivatives by autodiff). Zero exactly at flat minima."""
-    rank = problem.hessian_rank if rank is None else rank
+    normalized trace along the minima (third derivatives by autodiff). Zero exactly at flat minima.
+    ``rank`` and ``rel_tol`` as in :func:`tangent_projector`."""
+    rank = _rank(problem, rank)
     return _over_points(lambda y: _tangent_gradient(problem, y, rank, rel_tol),
                         _check_point(problem, x_star), problem.dim)
 
@@ -300,10 +320,19 @@ def flat_test(measures: dict, eps: float, eps_prime: float | None = None, criter
     return (gap <= eps) & (measures["tangent_grad_norm"] <= eps_prime)
 
 
+def _positive_number(value) -> bool:
+    """A finite real > 0 given as a Python, NumPy or 0-d JAX number (not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number, jax.Array)):
+        return False
+    if np.ndim(value) != 0 or not np.isrealobj(value):
+        return False
+    return math.isfinite(float(value)) and float(value) > 0
+
+
 def _check_tolerances(eps, eps_prime, criterion) -> None:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+    if not _positive_number(eps):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    if eps_prime is not None and not (math.isfinite(eps_prime) and eps_prime > 0):
+    if eps_prime is not None and not _positive_number(eps_prime):
         raise ValueError(f"eps_prime must be a finite number > 0 (or None for sqrt(eps)), got {eps_prime!r}")
     if criterion not in CRITERIA:
         raise ValueError(f"unknown flatness criterion {criterion!r}; allowed: {', '.join(CRITERIA)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +42,8 @@ class Problem:
         the rank is read off the spectrum (:func:`flatmin.tangent_projector`).
       min_loss: the value of ``f`` on its minima (0 for every family shipped here).
       flattest_trace: optional normalized trace ``tr(Hess f)/d`` at the flattest minima.
-      flattest_points: optional array ``(k, d)`` of flattest minima (one per connected family).
+      flattest_points: optional array ``(k, d)`` of flattest minima (at least one; when the flattest
+        minima are more than these points, ``flattest_distance`` gives the distance to all of them).
       flattest_distance: optional ``x (d,) -> ()``, the exact distance from ``x`` to the set of
         flattest minima, for families where that set is more than ``flattest_points`` (e.g. all the
         sign flips of a diagonal net's flattest point). Default: the nearest of ``flattest_points``.
@@ -140,6 +142,7 @@ def register_problem(name: str):
         raise ValueError(f"problem name must be a non-empty string, got {name!r}")
 
     def decorator(factory: Callable[..., Problem]):
+        _discover()  # the shipped families first, so a clash with one is reported here
         existing = _REGISTRY.get(name)
         if existing is not None and existing.__qualname__ != factory.__qualname__:
             raise ValueError(f"problem {name!r} is already registered by {existing.__module__}")
@@ -150,15 +153,20 @@ def register_problem(name: str):
 
 
 def _discover() -> None:
+    """Import every module of ``flatmin.problems`` once (each registers its families)."""
     global _DISCOVERED
     if _DISCOVERED:
         return
-    _DISCOVERED = True
+    _DISCOVERED = True  # set first: the imports below call register_problem, which calls _discover
     from flatmin import problems
 
-    for info in pkgutil.iter_modules(problems.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{problems.__name__}.{info.name}")
+    try:
+        for info in pkgutil.iter_modules(problems.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{problems.__name__}.{info.name}")
+    except BaseException:
+        _DISCOVERED = False  # retried on the next call rather than left half done
+        raise
 
 
 def list_problems() -> list[str]:
@@ -181,7 +189,9 @@ def make_problem(name: str, **params) -> Problem:
     try:
         problem = factory(**params)
     except TypeError as err:
-        raise TypeError(f"problem {name!r}: bad parameters {params!r}: {err}") from err
+        raise TypeError(
+            f"problem {name!r}: bad parameters {params!r}: {err}; its parameters: {inspect.signature(factory)}"
+        ) from err
     if not isinstance(problem, Problem):
         raise TypeError(f"factory of problem {name!r} returned {type(problem).__name__}, not Problem")
     if not problem.params:

@@ -30,7 +30,9 @@ def factorization(m=6, r=2, seed=0, noise=1e-3) -> Problem:
       noise: ``>= 0``; ``initial_point(key) = U* Q + noise * N(0, I)/sqrt(d)`` with ``Q`` uniform
         (Haar) on ``O(r)`` from ``key``: near (on, if ``noise = 0``) a random point of ``X*``.
 
-    ``flattest_points = U*`` (any ``U* Q`` is as flat); ``smoothness``: the Hessian norm on ``X*``.
+    ``flattest_points = U*``; every ``U* Q`` is as flat, so ``flattest_distance`` is the distance to
+    ``X*``, ``min_Q ||U - U* Q||_F`` (orthogonal Procrustes: ``||U||^2 + ||U*||^2 - 2 ||U*^T U||_*``);
+    ``smoothness``: the Hessian norm on ``X*``.
     """
     fam = "factorization"
     m = check_int(fam, "m", m, 1)
@@ -46,6 +48,11 @@ def factorization(m=6, r=2, seed=0, noise=1e-3) -> Problem:
 
     def loss(x):
         return jnp.mean(sample_losses(x))
+
+    def distance_to_minima(x):
+        U = x.reshape(m, r)
+        nuclear = jnp.sum(jnp.linalg.svd(jnp.asarray(U_star).T @ U, compute_uv=False))
+        return jnp.sqrt(jnp.maximum(jnp.sum(U**2) + float(np.sum(U_star**2)) - 2.0 * nuclear, 0.0))
 
     def initial_point(key):
         k_rot, k_noise = jax.random.split(key)
@@ -63,6 +70,7 @@ def factorization(m=6, r=2, seed=0, noise=1e-3) -> Problem:
         hessian_rank=m * r - r * (r - 1) // 2,
         flattest_trace=float((m + 1) * np.trace(U_star @ U_star.T) / (m * r)),
         flattest_points=jnp.asarray(U_star.reshape(1, -1)),
+        flattest_distance=distance_to_minima,
         initial_point=initial_point,
         smoothness=hessian_norm(loss, U_star.reshape(-1)),
         params=dict(m=m, r=r, seed=seed, noise=noise),

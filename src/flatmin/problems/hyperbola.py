@@ -43,7 +43,10 @@ def hyperbola_limit(u):
     until the smallest one crosses zero, so that coordinate's sign flips; with exactly one ``u_i = 0``
     it leaves zero with the sign of the product of the others (both cases: flip the smallest
     coordinate, counting ``sign(0) = +1``). With two or more zeros ``u`` is a stationary point
-    (``grad f = 0``, ``f = 1``) and ``Phi(u) = u``. jit-, vmap- and grad-compatible.
+    (``grad f = 0``, ``f = 1``) and ``Phi(u) = u``; when ``prod u < 0`` and the smallest ``|u_i|`` is
+    shared by two or more coordinates, they reach zero together and the flow ends at that saddle
+    (``Phi(u)_i = sign(u_i) sqrt(delta_i)``). Saddles are returned as they are; :func:`flatmin.limit_map`
+    refuses them (``f = 1``). jit-, vmap- and grad-compatible.
     """
     a = jnp.abs(u)
     # (|u_i| - min)(|u_i| + min) rather than u_i^2 - min^2: >= 0 and exactly 0 at the argmin even when
@@ -55,9 +58,22 @@ def hyperbola_limit(u):
     t = jnp.exp(tau - jnp.sum(jnp.log(delta + t)) / jnp.sum(t / (delta + t)))
     signs = jnp.where(u >= 0, 1.0, -1.0)
     flip = jnp.prod(signs) < 0
+    to_saddle = flip & (jnp.sum(a == jnp.min(a)) >= 2)
     signs = signs.at[jnp.argmin(a)].multiply(jnp.where(flip, -1.0, 1.0))
     limit = signs * jnp.sqrt(delta + t)
-    return jnp.where(jnp.sum(u == 0) >= 2, u, limit)
+    # sqrt only where taken: its infinite slope at delta_i = 0 would give NaN gradients through where.
+    saddle = jnp.where(u >= 0, 1.0, -1.0) * jnp.sqrt(jnp.where(to_saddle, delta, 1.0))
+    return jnp.where(jnp.sum(u == 0) >= 2, u, jnp.where(to_saddle, saddle, limit))
+
+
+def distance_to_flattest_hyperbola(u):
+    """Distance from ``u (L,)`` to the flattest minima ``{s in {-1, 1}^L : prod s = 1}``: round each
+    coordinate to its sign (``sign(0) = +1``); if the product is then -1, flip the coordinate that
+    costs least, the smallest ``|u_i|`` (flipping it adds ``4 |u_i|`` to the squared distance)."""
+    a = jnp.abs(u)
+    squared = jnp.sum((a - 1.0) ** 2)
+    odd = jnp.prod(jnp.where(u >= 0, 1.0, -1.0)) < 0
+    return jnp.sqrt(squared + jnp.where(odd, 4.0 * jnp.min(a), 0.0))
 
 
 @register_problem("hyperbola")
@@ -71,7 +87,8 @@ def hyperbola(depth: int = 2, sharpness: float = 2.0, noise: float = 1e-3) -> Pr
       noise: ``>= 0``; ``initial_point(key) = u_a + noise * N(0, I)/sqrt(L)`` (near, not on, ``X*``
         unless ``noise = 0``).
 
-    ``hessian_rank = 1``; ``flattest_trace = 2``; ``flattest_points`` = the all-ones point;
+    ``hessian_rank = 1``; ``flattest_trace = 2``; ``flattest_points`` = the all-ones point, and
+    ``flattest_distance`` the distance to all ``2^(L-1)`` flattest minima (sign flips in pairs);
     ``smoothness = 2 (a^2 + 1/a^2 + L - 2)``, the Hessian norm at ``u_a``; ``limit_map`` is exact.
     """
     fam = "hyperbola"
@@ -93,6 +110,7 @@ def hyperbola(depth: int = 2, sharpness: float = 2.0, noise: float = 1e-3) -> Pr
         hessian_rank=1,
         flattest_trace=2.0,
         flattest_points=jnp.ones((1, depth)),
+        flattest_distance=distance_to_flattest_hyperbola,
         initial_point=jittered(u_sharp, noise),
         smoothness=2.0 * (a**2 + a**-2 + depth - 2),
         params=dict(depth=depth, sharpness=a, noise=noise),

@@ -36,8 +36,9 @@ def _check_sizes(fam, m, k, curvatures):
     return m, k, c
 
 
-def _valley(fam, shape, u_sharp, u_flat, m, k, c, noise, params) -> Problem:
-    """The valley with shape ``b: u (m,) -> ()``, sharp minimum ``(u_sharp, 0)``, flattest ``(u_flat, 0)``."""
+def _valley(fam, shape, u_sharp, u_flat, m, k, c, noise, params, flattest_distance=None) -> Problem:
+    """The valley with shape ``b: u (m,) -> ()``, sharp minimum ``(u_sharp, 0)``, flattest ``(u_flat, 0)``
+    (``flattest_distance``: when the flattest minima are more than that point)."""
     noise = check_float(fam, "noise", noise, 0.0)
     c_j = jnp.asarray(c)
 
@@ -56,6 +57,7 @@ def _valley(fam, shape, u_sharp, u_flat, m, k, c, noise, params) -> Problem:
         hessian_rank=k,
         flattest_trace=float(c.sum() / (m + k)),
         flattest_points=jnp.asarray(x_flat),
+        flattest_distance=flattest_distance,
         initial_point=jittered(x_sharp, noise),
         smoothness=float(c.max() * shape(jnp.asarray(u_sharp))),  # Hessian norm at (u_sharp, 0)
         params=dict(params, m=m, k=k, curvatures=c.tolist(), noise=noise),
@@ -129,6 +131,8 @@ def valley_wells(
     ``u in {-1, +1}^m`` (``w = 0``) is a flat local minimum (a local minimum of ``trbar`` on ``X*``),
     with ``trbar = C (1 + depth (4a/3) #{i: u_i = -1})``; the flattest is ``u = (1, ..., 1)``. A start
     ``u = start * (1, ..., 1)`` with ``start < -a`` lies in the basin of the non-flattest well ``-1``.
+    With ``a = 0`` both wells are equally flat: every ``(u, 0)`` with ``u in {-1, 1}^m`` is flattest and
+    ``flattest_distance`` is the distance to all ``2^m`` of them.
     """
     fam = "valley_wells"
     m, k, c = _check_sizes(fam, m, k, curvatures)
@@ -140,6 +144,10 @@ def valley_wells(
         phi = u**4 / 4 + a * u**3 / 3 - u**2 / 2 - a * u + 0.25 + 2 * a / 3
         return 1.0 + depth * jnp.sum(phi)
 
+    def distance_to_both_wells(x):
+        return jnp.sqrt(jnp.sum((jnp.abs(x[:m]) - 1.0) ** 2) + jnp.sum(x[m:] ** 2))
+
     return _valley(
-        fam, shape, start, 1.0, m, k, c, noise, dict(asymmetry=a, depth=depth, start=start)
+        fam, shape, start, 1.0, m, k, c, noise, dict(asymmetry=a, depth=depth, start=start),
+        flattest_distance=distance_to_both_wells if a == 0 else None,
     )
