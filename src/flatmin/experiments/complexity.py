@@ -151,7 +151,8 @@ def plot(results: pd.DataFrame, config: dict):
     _panel(axes[1], eps_rows[eps_rows["algorithm"] == "sa"], "eps", "instance", "d⁻¹ε⁻²max{1, 1/(d³ε)}")
     axes[1].set(xlabel="target accuracy ε", title="(b) SA (Theorem 2) against ε")
     _panel(axes[2], results[results["sweep"] == "dim"], "dim", "algorithm", "theorem")
-    axes[2].set(xlabel="dimension d", title=f"(c) RS and SA against d on the ramp, ε={config['dim_sweep']['eps']}")
+    axes[2].set(xlabel="dimension d", title=f"(c) RS and SA against d on the {config['dim_sweep']['instance']['label']}, "
+                             f"ε={config['dim_sweep']['eps']}")
     fig.suptitle(f"E3: iterations to an approximate flat minimum under the theory schedules, "
                  f"{config['seeds']} seeds per point")
     return fig

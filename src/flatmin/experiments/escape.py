@@ -659,7 +659,7 @@ def plot_escape(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | 
         axes[0, j].legend(fontsize=7, loc="best")
     seeds = escape["seed"].nunique()
     fig.suptitle(
-        f"Escaping a sharp global minimizer: MLP {config['depth']}x{config['width']} (tanh) on {config['data']}, "
+        f"Escaping a sharp global minimizer: MLP {config['depth']}x{config['width']} ({config['activation']}) on {config['data']}, "
         f"n={config['n_train']}, {config['loss']} loss. Mean and min-max over {seeds} seeds; "
         "dotted: the normally trained minimizer", fontsize=10)
     fig.tight_layout()

@@ -337,7 +337,7 @@ def plot(results: pd.DataFrame, config: dict):
                        title=f"({c}) {label}: loss along the run")
             row[2].legend(fontsize=7)
         row[0].set_title(row[0].get_title() + "\n" + _params_text(rows), fontsize=9)
-    fig.suptitle("E4: trajectories from one sharp minimum — GD and SGD stay, the perturbed methods drift to "
+    fig.suptitle("E4: trajectories from one sharp minimum — GD and SGD stay, the perturbed methods drift toward "
                  f"the flattest minimum (mean ± 1 SD over {seeds} seeds, one shared start)", fontsize=11)
     return fig
 
