@@ -249,3 +249,18 @@ def test_complexity_plot_annotates_runs_never_flat(complexity_results):
     notes = [text.get_text() for text in fig.get_axes()[0].texts]
     assert notes == [f"{COMPLEXITY['seeds']} not flat"]
     check_figure(fig, panels=3)
+
+
+def test_complexity_instance_constants_override_the_section_per_algorithm():
+    """An instance's own constants (here cT) change its schedule only: its budget is cT times the other's."""
+    spec = {"name": "hyperbola", "params": {"depth": 2}}
+    config = {**complexity.QUICK_CONFIG, "seeds": 2, "records": 10, "flat_refine": 1,
+              "eps_sweep": {"eps": {"rs": [0.04]},
+                            "instances": [{**spec, "label": "plain"},
+                                          {**spec, "label": "longer", "constants": {"rs": {"cT": 2.0}}}]},
+              "dim_sweep": {**complexity.QUICK_CONFIG["dim_sweep"], "values": [3], "algorithms": ["rs"]}}
+    table = complexity.compute(config)
+    budgets = table[table["sweep"] == "eps"].groupby("instance")["budget"].first()
+    plain = schedule("rs", make_instance(spec, 0.04), 0.04, dict(config["constants"]["rs"]))[1]
+    assert budgets["plain"] == plain
+    assert budgets["longer"] == math.ceil(2.0 * iteration_bound("rs", 0.04))

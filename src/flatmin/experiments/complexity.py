@@ -12,7 +12,7 @@ bound must hold on each and is attained on the ramp), and d on the ramp for RS a
 Config keys: ``seeds``, ``records`` (checkpoints per run), ``flat_refine`` (flat tests per checkpoint
 interval when locating the first flat step; 1: checkpoints only), ``constants`` (per algorithm, with
 ``cT``), ``final_gd_steps``, ``eps_sweep`` (``{eps: {algorithm: [eps...]}, instances: [spec + label, and
-optionally its own eps lists]}``),
+optionally its own eps lists and ``constants`` overriding the section's per algorithm]}``),
 ``dim_sweep`` (``{instance: spec, dim_param, values, eps, algorithms}``).
 """
 
@@ -62,10 +62,10 @@ QUICK_CONFIG = {
 }
 
 
-def steps_to_flat(problem, algorithm: str, eps: float, config: dict) -> pd.DataFrame:
-    """One row per seed: ``first_flat_step`` (NaN if never within the budget), ``budget``,
+def steps_to_flat(problem, algorithm: str, eps: float, config: dict, constants: dict | None = None) -> pd.DataFrame:
+    """One row per seed (``constants``: the instance's overrides of ``config["constants"][algorithm]``): ``first_flat_step`` (NaN if never within the budget), ``budget``,
     ``flat_fraction`` over the main-phase checkpoints after step 0, start and end traces."""
-    params, budget = schedule(algorithm, problem, eps, config["constants"][algorithm])
+    params, budget = schedule(algorithm, problem, eps, {**config["constants"][algorithm], **(constants or {})})
     after_gd = config["final_gd_steps"] if algorithm == "sa" else 0
     record_every = max(1, budget // config["records"])
     result = flatmin.run(problem, algorithm, None, params, budget, config["seeds"], record_every=record_every,
@@ -100,7 +100,7 @@ def compute(config: dict) -> pd.DataFrame:
                 if algorithm == "sa" and not problem.is_training_loss:
                     continue
                 progress("complexity", f"{spec['label']} {algorithm} eps={eps}")
-                frame = steps_to_flat(problem, algorithm, eps, config)
+                frame = steps_to_flat(problem, algorithm, eps, config, spec.get("constants", {}).get(algorithm))
                 frames.append(frame.assign(sweep="eps", instance=spec["label"]))
     sweep = config["dim_sweep"]
     for value in sweep["values"]:
