@@ -102,7 +102,8 @@ def slope_se(levels, sigma=SIGMA, n=SEEDS):
     return sigma / np.sqrt(n) / np.sqrt(lx @ lx)
 
 
-def complexity_table(ramp_rs=-3.0, bowl_rs=-2.0, ramp_sa=-2.0, dim_sa=-1.0, dim_rs=0.0, seeds=SEEDS, seed=0):
+def complexity_table(ramp_rs=-3.0, bowl_rs=-2.0, ramp_sa=-2.0, dim_sa=-1.0, dim_rs=0.0, net_rs=-2.0, seeds=SEEDS,
+                     seed=0):
     """Schema of flatmin.experiments.complexity: first_flat_step = C level^exponent x lognormal noise."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -116,6 +117,7 @@ def complexity_table(ramp_rs=-3.0, bowl_rs=-2.0, ramp_sa=-2.0, dim_sa=-1.0, dim_
     for eps in (0.01, 0.02, 0.04):
         add("eps", "ramp", "rs", eps, 8, 3.0 * eps**ramp_rs)
         add("eps", "bowl", "rs", eps, 8, 5.0 * eps**bowl_rs)
+        add("eps", "diagonal_net", "rs", eps, 60, 7.0 * eps**net_rs)
     for eps in (0.002, 0.004, 0.008):
         add("eps", "ramp", "sa", eps, 8, 2.0 * eps**ramp_sa)
     for dim in (4, 8, 16, 32):
@@ -168,6 +170,7 @@ def test_evaluate_synthetic_complexity_verdicts():
         "theorem1_within_budget": "bound holds",
         "theorem1_exponent_ramp": "bound attained",
         "theorem1_exponent_bowl": "bound holds",
+        "theorem1_exponent_diagonal_net": "bound holds",
         "theorem2_within_budget": "bound holds",
         "theorem2_exponent_ramp": "bound attained",
         "theorem2_exponent_d": "bound attained",
@@ -181,6 +184,7 @@ def test_evaluate_synthetic_complexity_verdicts():
     se_eps, se_dim = slope_se((0.01, 0.02, 0.04)), slope_se((4, 8, 16, 32))
     assert measured["theorem1_exponent_ramp"] == pytest.approx(-3.0, abs=5 * se_eps)
     assert measured["theorem1_exponent_bowl"] == pytest.approx(-2.0, abs=5 * se_eps)
+    assert measured["theorem1_exponent_diagonal_net"] == pytest.approx(-2.0, abs=5 * se_eps)
     assert measured["theorem2_exponent_ramp"] == pytest.approx(-2.0, abs=5 * se_eps)
     assert measured["theorem2_exponent_d"] == pytest.approx(-1.0, abs=5 * se_dim)
     assert measured["sa_lead_grows_with_d"] == pytest.approx(1.0, abs=5 * np.sqrt(2) * se_dim)  # a ratio
@@ -195,6 +199,7 @@ def test_evaluate_synthetic_complexity_verdicts():
         ({"ramp_rs": -4.0}, "theorem1_exponent_ramp"),  # a rate worse than the bound
         ({"ramp_rs": -2.0}, "theorem1_exponent_ramp"),  # the bound not attained on the ramp
         ({"bowl_rs": -4.0}, "theorem1_exponent_bowl"),  # the bound violated on the bowl
+        ({"net_rs": -4.0}, "theorem1_exponent_diagonal_net"),
         ({"ramp_sa": -3.0}, "theorem2_exponent_ramp"),
         ({"dim_sa": 0.0}, "theorem2_exponent_d"),
         ({"dim_sa": 0.0}, "sa_lead_grows_with_d"),

@@ -311,6 +311,10 @@ CLAIMS: tuple[Claim, ...] = (
           "RS iterations on the bowl (trace strongly convex along X*) grow no faster than eps^-3",
           "complexity", _exponent("eps", "rs", "eps", "first_flat_step", instance="bowl"), -3.0, 0.3,
           "at_least", ">= -3"),
+    Claim("theorem1_exponent_diagonal_net", "Theorem 1, Table 1",
+          "RS iterations on the diagonal linear net (d = 60, its own cT) grow no faster than eps^-3",
+          "complexity", _exponent("eps", "rs", "eps", "first_flat_step", instance="diagonal_net"), -3.0, 0.3,
+          "at_least", ">= -3"),
     Claim("theorem2_within_budget", "Theorem 2, Table 1",
           "SA reaches an (eps, sqrt(eps))-flat point within cT d^-1 eps^-2 steps on every instance and seed "
           "(worst success fraction)", "complexity", _success_fraction("sa"), 1.0, 0.0, "at_least", ">= 1"),
