@@ -126,10 +126,13 @@ def _slope_text(group: pd.DataFrame, level: str) -> str:
     return f", slope {fit.value:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
 
 
-def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, theory_label: str) -> None:
+def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, theory_label: str, order=None) -> None:
     """First flat step (mean ±2 SE, fitted log-log slope with its 95% bootstrap interval) and the
-    theorem's budget (dashed), one colour per ``group_by`` value."""
-    for i, (label, group) in enumerate(rows.groupby(group_by)):
+    theorem's budget (dashed), one colour per ``group_by`` value (colour ``C<k>`` for the value's
+    position ``k`` in ``order``, so that panels sharing ``order`` share colours)."""
+    order = sorted(rows[group_by].unique()) if order is None else list(order)
+    for label, group in rows.groupby(group_by):
+        i = order.index(label)
         stats = group.groupby(level).agg(mean=("first_flat_step", "mean"), sem=("first_flat_step", "sem"),
                                          missing=("first_flat_step", lambda s: s.isna().sum()),
                                          budget=("budget", "first"))
@@ -152,9 +155,10 @@ def plot(results: pd.DataFrame, config: dict):
         raise ValueError("non-finite first_flat_step everywhere: no run became flat, nothing to plot")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
     eps_rows = results[results["sweep"] == "eps"]
-    _panel(axes[0], eps_rows[eps_rows["algorithm"] == "rs"], "eps", "instance", "ε⁻³")
+    instances = sorted(eps_rows["instance"].unique())
+    _panel(axes[0], eps_rows[eps_rows["algorithm"] == "rs"], "eps", "instance", "ε⁻³", instances)
     axes[0].set(xlabel="target accuracy ε", title="(a) RS (Theorem 1) against ε")
-    _panel(axes[1], eps_rows[eps_rows["algorithm"] == "sa"], "eps", "instance", "d⁻¹ε⁻²max{1, 1/(d³ε)}")
+    _panel(axes[1], eps_rows[eps_rows["algorithm"] == "sa"], "eps", "instance", "d⁻¹ε⁻²max{1, 1/(d³ε)}", instances)
     axes[1].set(xlabel="target accuracy ε", title="(b) SA (Theorem 2) against ε")
     _panel(axes[2], results[results["sweep"] == "dim"], "dim", "algorithm", "theorem")
     axes[2].set(xlabel="dimension d", title=f"(c) RS and SA against d on the {config['dim_sweep']['instance']['label']}, "
