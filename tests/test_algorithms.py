@@ -474,8 +474,14 @@ def test_problem_and_registry_bad_inputs():
     for dim in (0, -3, 2.0):
         with pytest.raises(ValueError, match=f"dim must be an integer >= 1, got {dim}"):
             flatmin.Problem("bad", dim, hyperbola_loss)
-    with pytest.raises(ValueError, match="num_samples >= 1, got None"):
-        flatmin.Problem("bad", 2, hyperbola_loss, sample_losses=lambda x: x)
+    # num_samples is read off sample_losses' output when not given, and checked when given
+    assert flatmin.Problem("ok", 2, hyperbola_loss, sample_losses=lambda x: jnp.concatenate([x, x, x])).num_samples == 6
+    with pytest.raises(ValueError, match=r"sample_losses must return shape \(n,\), got \(\)"):
+        flatmin.Problem("bad", 2, hyperbola_loss, sample_losses=lambda x: x @ x)
+    with pytest.raises(ValueError, match="num_samples not given and sample_losses fails"):
+        flatmin.Problem("bad", 2, hyperbola_loss, sample_losses=lambda x: x[:, None] @ jnp.ones((3, 1)))
+    with pytest.raises(ValueError, match="num_samples >= 1, got 0"):
+        flatmin.Problem("bad", 2, hyperbola_loss, sample_losses=lambda x: x, num_samples=0)
     with pytest.raises(ValueError, match="num_samples >= 1, got None"):
         flatmin.Problem("bad", 2, hyperbola_loss, batch_losses=lambda x, idx: x[idx])
     with pytest.raises(ValueError, match=r"hessian_rank must lie in \[0, dim=2\], got 3"):

@@ -226,8 +226,8 @@ BAD_VALUES = {
                        ["experiments.escape.confusion_zero_frac = 1.0", "[0, 1)"]),
     "eta as a string": (("experiments", "escape", "eta"), "1e-3",
                         ["experiments.escape.eta = '1e-3'", "a number > 0"]),
-    "missing escape key": (("experiments", "escape", "mode"), None,
-                           ["experiments.escape: 'mode' is a required property"]),
+    "missing escape key": (("experiments", "escape", "flatness_probes"), None,
+                           ["experiments.escape: 'flatness_probes' is a required property"]),
 }
 
 

@@ -1,5 +1,5 @@
 """Tests of the escape experiment (flatmin.nets, flatmin.experiments.escape): data, confusion set,
-MLP losses, Hutchinson trace, the mini-batch steps and a tiny end-to-end run."""
+MLP losses, the mini-batch steps, the flatness records and a tiny end-to-end run."""
 
 from __future__ import annotations
 
@@ -113,25 +113,6 @@ def test_square_loss_by_hand():
     np.testing.assert_allclose(nets.per_sample_loss(logits, jnp.array([2]), "ce"), [ce])
 
 
-def test_hutchinson_matches_exact_trace(tiny):
-    data, model, x0, problem = tiny
-    x = x0 + 0.3 * jax.random.normal(jax.random.PRNGKey(2), x0.shape)
-    exact = float(nets.exact_trace(problem.loss, x))
-    mean, se = nets.hutchinson_trace(problem.loss, x, jax.random.PRNGKey(4), num_probes=1000, chunk=250)
-    assert float(se) > 0
-    assert abs(float(mean) - exact) < 5 * float(se), (float(mean), exact, float(se))
-    # agrees with the library's normalized estimator times d (same probes distribution)
-    np.testing.assert_allclose(exact / problem.dim, flatmin.normalized_trace(problem, x), rtol=1e-10)
-
-
-def test_train_sgd_reaches_full_training_accuracy(tiny):
-    data = tiny[0]
-    model, x0 = nets.FlatMLP.create(jax.random.PRNGKey(0), [64, 32, 10], "tanh", "mse")
-    x, info = nets.train_sgd(model, x0, data["x"], data["y"], jax.random.PRNGKey(0), 0.05, 16, 2000)
-    assert info["reached"] and not info["diverged"] and info["acc"] == 1.0
-    assert float(model.accuracy(x, jnp.asarray(data["x"]), jnp.asarray(data["y"]))) == 1.0
-
-
 # ------------------------------------------------------------------------------------------ steps
 
 
@@ -149,6 +130,20 @@ def test_zero_radius_is_sgd_and_perturbation_is_projected(tiny, method, batch):
     g = (x0 - sgd) / eta
     assert float(jnp.linalg.norm(v)) > 0
     assert abs(float(v @ g)) < 1e-8 * float(jnp.linalg.norm(v) * jnp.linalg.norm(g))
+
+
+@pytest.mark.parametrize("method", ["sgd", "rs", "sa"])
+def test_step_is_the_library_perturbed_gradient(tiny, method):
+    """The escape step is x - eta * value_and_perturbed_grad(batch loss) on the batch drawn from the
+    first half of the key: one implementation of RS and SA for the theory and the experiment."""
+    _, _, x0, problem = tiny
+    key = jax.random.PRNGKey(3)
+    k_batch, k_pert = jax.random.split(key)
+    idx = jax.random.choice(k_batch, problem.num_samples, (8,), replace=False)
+    loss = lambda x, i: jnp.mean(problem.losses_of(x, i))  # noqa: E731
+    _, g = flatmin.value_and_perturbed_grad(loss, method, 0.3, fallback_radius=None)(x0, idx, k_pert)
+    step = jax.jit(escape.make_minibatch_step(problem, method, 8))
+    np.testing.assert_allclose(step(x0, key, 0.01, 0.3), x0 - 0.01 * g, rtol=1e-12, atol=1e-15)  # jit rounding
 
 
 def test_same_batches_across_methods(tiny):
@@ -206,21 +201,26 @@ def test_end_to_end_table(tiny_results):
     assert fig.axes[0].get_ylabel() == "test accuracy (%)"
 
 
-def test_algorithm_mode_uses_the_library(tiny):
-    """mode="algorithm": flatmin.algorithms.make_step (full-gradient base step and projection)."""
-    data, model, x0, problem = tiny
-    config = escape.make_config("paper", **{**TINY, "mode": "algorithm", "steps": 4, "seeds": 1})
-    built = {"problem": problem, "model": model, "data": data, "x_bad": x0}
-    loss_only = jax.jit(lambda x: jnp.stack([problem.loss(x)] * len(escape.METRICS)))  # cheap measure
-    frame = escape.run_group(built, config, "sa", 4, [0.1], measure=loss_only)
-    assert len(frame) == 3 and np.isfinite(frame["loss"]).all()
-    # the run's steps are the library's: replay them by hand
-    step = jax.jit(escape.make_algorithm_step(problem, "sa", 4, config["eta"], 0.1))
-    x = x0
-    for t in range(config["steps"]):
-        x = step(x, jax.random.fold_in(jax.random.PRNGKey(0), t))
-    np.testing.assert_allclose(frame["loss"].iloc[-1], problem.loss(x), rtol=1e-10)
-    assert frame["loss"].iloc[-1] != frame["loss"].iloc[0]
+def test_flatness_records(tiny_results):
+    """Definition 3 at both minimizers and at the end point of every run (seed 0 by default)."""
+    table = tiny_results
+    flat = table[table["record"] == "flatness"]
+    runs = table[table["record"] == "escape"][["method", "batch", "rho"]].drop_duplicates()
+    assert len(flat) == 2 + len(runs) and set(flat["seed"]) == {0}
+    assert list(flat["method"].iloc[:2]) == ["bad", "normal"]
+    assert (flat[list(escape.FLATNESS)] >= 0).all().all()
+    assert (flat["tangent_grad_norm"] > 0).all() and (flat["top_eigenvalue"] > 0).all()
+    # the top eigenvalue is at most the trace of a PSD-dominated Hessian, up to the trace's noise
+    assert (flat["top_eigenvalue"] <= flat["trace"] + 5 * flat["trace_se"]).all()
+    # the end point of a run: the same train/test accuracy as its escape row at the last step
+    end = table[(table["record"] == "escape") & (table["step"] == table["step"].max()) & (table["seed"] == 0)]
+    merged = flat.merge(end, on=["method", "batch", "rho", "seed", "step"], suffixes=("", "_run"))
+    assert len(merged) == len(runs)
+    np.testing.assert_allclose(merged["test_acc"], merged["test_acc_run"], rtol=1e-12)
+    # the other records carry the -1 sentinel, never NaN
+    assert (table[table["record"] != "flatness"][list(escape.FLATNESS)] == -1).all().all()
+    summary = escape.flatness_table(table)
+    assert list(summary["method"].iloc[:2]) == ["bad", "normal"] and len(summary) == len(flat)
 
 
 def test_config_validation():
@@ -230,6 +230,8 @@ def test_config_validation():
         escape.make_config("huge")
     with pytest.raises(ValueError, match="method"):
         escape.make_config("paper", runs=[{"method": "adam", "batch": 8, "rhos": [0.1]}])
+    with pytest.raises(ValueError, match="flatness_seeds"):
+        escape.make_config("paper", seeds=2, flatness_seeds=3)
     quick = escape.make_config("quick")
     assert quick["steps"] < escape.DEFAULT_CONFIG["steps"]
     assert set(quick) == set(escape.DEFAULT_CONFIG)

@@ -12,6 +12,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from flatmin.workflow import replace_problem_specs
+
 SCHEMA_PATH = Path(workflow.basedir) / "workflows" / "schema" / "config.schema.yaml"
 SIDECAR = ".provenance.json"
 FIGURE_FORMATS = ["pdf", "png"]
@@ -90,12 +92,15 @@ def check_config(config, schema_path=SCHEMA_PATH):
 def use_complete_cli_config(config, required):
     """A --configfile that has every required top-level key is a complete profile: it replaces
     config/config.yaml instead of being merged over it (Snakemake's default would let keys that only
-    the paper config has leak into e.g. the quick profile). A partial --configfile is an overlay.
+    the paper config has leak into e.g. the quick profile). A partial --configfile is an overlay,
+    merged key by key except problem specs ({name, params}), which it replaces whole.
     """
     cli = workflow.config_settings.overwrite_config
     if cli and all(key in cli for key in required):
         config.clear()
         config.update(copy.deepcopy(cli))
+    elif cli:
+        replace_problem_specs(config, cli)
 
 
 with open(SCHEMA_PATH, encoding="utf-8") as _handle:

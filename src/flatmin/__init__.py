@@ -25,17 +25,25 @@ from flatmin.algorithms import (  # noqa: E402
     run,
 )
 from flatmin.theory import theory_params  # noqa: E402
+from flatmin.perturbed import value_and_perturbed_grad  # noqa: E402
+from flatmin.curvature import TopEigenvalue, hessian_top_eigenvalue, hessian_trace  # noqa: E402
+from flatmin.model_flatness import ModelFlatness, model_flatness  # noqa: E402
 
 __all__ = [
     "ALGORITHMS",
     "DivergenceError",
+    "ModelFlatness",
     "Problem",
+    "TopEigenvalue",
     "flatness",
+    "hessian_top_eigenvalue",
+    "hessian_trace",
     "hutchinson_trace",
     "is_flat",
     "limit_map",
     "list_problems",
     "make_problem",
+    "model_flatness",
     "normalized_trace",
     "perturbation",
     "register_problem",
@@ -43,5 +51,6 @@ __all__ = [
     "tangent_gradient",
     "tangent_projector",
     "theory_params",
+    "value_and_perturbed_grad",
 ]
 __version__ = "0.1.0"

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
+from flatmin.perturbed import project_out, rs_point, sam_point, sharpness_aware_point
 from flatmin.problem import Array, Problem
 
 #: Parameters each algorithm requires; ``optional`` ones have the defaults below.
@@ -87,18 +88,6 @@ def check_params(problem: Problem, algorithm: str, params: dict) -> dict:
     return full
 
 
-def project_out(u: Array, w: Array) -> Array:
-    """``Proj_perp(u)[w] = w - <u, w> u / ||u||^2``, and ``w`` itself when ``u = 0``."""
-    uu = u @ u
-    safe = jnp.where(uu > 0, uu, 1.0)
-    return jnp.where(uu > 0, w - (u @ w) / safe * u, w)
-
-
-def _unit_sphere(key: Array, dim: int) -> Array:
-    g = jax.random.normal(key, (dim,), dtype=jnp.float64)
-    return g / jnp.linalg.norm(g)
-
-
 def _batch_loss(problem: Problem, batch_size: int, key: Array):
     idx = jax.random.choice(key, problem.num_samples, (batch_size,), replace=False)
     return lambda y: jnp.mean(problem.losses_of(y, idx))
@@ -107,7 +96,7 @@ def _batch_loss(problem: Problem, batch_size: int, key: Array):
 def rs_direction(problem: Problem, x: Array, rho: float, key: Array, project: bool = True) -> Array:
     """RS perturbation ``v = Proj_perp(grad f(x)) [grad f(x + rho g)]``, ``g ~ U(S^{d-1})``."""
     grad = jax.grad(problem.loss)
-    w = grad(x + rho * _unit_sphere(key, problem.dim))
+    w = grad(rs_point(x, rho, key))
     return project_out(grad(x), w) if project else w
 
 
@@ -122,13 +111,8 @@ def sa_direction(
     """SA perturbation ``v = Proj_perp(grad f(x)) [grad f_B(x + rho s u)]`` (see module docstring)."""
     key_batch, key_sign, key_fallback = jax.random.split(key, 3)
     batch_grad = jax.grad(_batch_loss(problem, batch_size, key_batch))
-    g_batch = batch_grad(x)
-    # Remark 2: an exactly vanishing sample gradient has no direction; probe a nearby point.
-    xi = fallback_radius * _unit_sphere(key_fallback, problem.dim)
-    direction = jnp.where(jnp.linalg.norm(g_batch) > 0, g_batch, batch_grad(x + xi))
-    u = direction / jnp.linalg.norm(direction)
-    sign = jax.random.rademacher(key_sign, (), dtype=jnp.float64)
-    return project_out(jax.grad(problem.loss)(x), batch_grad(x + rho * sign * u))
+    point = sharpness_aware_point(batch_grad, x, batch_grad(x), rho, key_sign, key_fallback, fallback_radius)
+    return project_out(jax.grad(problem.loss)(x), batch_grad(point))
 
 
 def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Array, **options) -> Array:
@@ -170,10 +154,7 @@ def make_step(problem: Problem, algorithm: str, params: dict):
             batch_grad = jax.grad(_batch_loss(problem, p["batch_size"], key_batch))
             if algorithm == "sgd":
                 return x - p["eta"] * batch_grad(x), jnp.array(False)
-            g = batch_grad(x)
-            norm = jnp.linalg.norm(g)
-            ascent = jnp.where(norm > 0, g / jnp.where(norm > 0, norm, 1.0), 0.0)
-            return x - p["eta"] * batch_grad(x + p["rho"] * ascent), jnp.array(False)
+            return x - p["eta"] * batch_grad(sam_point(x, batch_grad(x), p["rho"])), jnp.array(False)
 
     else:
         def direction(x, key):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flatmin.curvature import hessian_trace
 from flatmin.problem import Array, Problem
 
 #: Default tolerances of the numerical gradient flow. The flow (Tsit5, PID control by ``rtol`` and
@@ -95,21 +96,14 @@ def hutchinson_trace(
 
     Returns:
       ``(mean, standard_error)``, both shape ``()``; the standard error is the sample standard
-      deviation over probes divided by ``sqrt(num_probes)`` (needs ``num_probes >= 2``).
+      deviation over probes divided by ``sqrt(num_probes)`` (needs ``num_probes >= 2``). This is
+      :func:`flatmin.hessian_trace` of ``problem.loss`` divided by ``d``.
     """
-    if num_probes < 2:
-        raise ValueError(f"num_probes must be >= 2 to give a standard error, got {num_probes}")
     x = _check_point(problem, x)
     if x.ndim != 1:
         raise ValueError(f"hutchinson_trace takes one point of shape ({problem.dim},), got {x.shape}")
-    probes = jax.random.rademacher(key, (num_probes, problem.dim), dtype=jnp.float64)
-    grad = jax.grad(problem.loss)
-
-    def quad(z):
-        return z @ jax.jvp(grad, (x,), (z,))[1]
-
-    values = jax.lax.map(quad, probes) / problem.dim
-    return values.mean(), values.std(ddof=1) / math.sqrt(num_probes)
+    mean, standard_error = hessian_trace(lambda y, _: problem.loss(y), x, None, key, num_probes)
+    return mean / problem.dim, standard_error / problem.dim
 
 
 def _newton_polish(loss, x: Array, steps: int) -> Array:

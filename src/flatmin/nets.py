@@ -9,9 +9,10 @@ Everything here is pure JAX (float64 once :mod:`flatmin` is imported) and downlo
 * per-sample losses (cross-entropy or square loss on one-hot targets), accuracy;
 * the "confusion set" of Liu et al. (2020) used to build a badly generalizing global minimizer
   (:func:`confusion_set`);
-* plain mini-batch SGD with early stopping at 100% training accuracy (:func:`train_sgd`);
-* a Hutchinson estimator of the (un-normalized) Hessian trace with a standard error
-  (:func:`hutchinson_trace`).
+* plain mini-batch SGD with early stopping at 100% training accuracy (:func:`train_sgd`).
+
+The Hessian trace, its top eigenvalue and Definition 3's flatness of these models are measured by
+:mod:`flatmin.curvature` and :mod:`flatmin.model_flatness`, which take any model.
 """
 
 from __future__ import annotations
@@ -300,43 +301,6 @@ def train_sgd(
         "acc": float(acc_fn(x, ev_x, ev_y)),
     }
     return x, info
-
-
-# ----------------------------------------------------------------------------------------------
-# Hessian trace
-
-
-def hutchinson_trace(
-    loss: Callable[[Array], Array],
-    x: Array,
-    key: Array,
-    num_probes: int = 100,
-    chunk: int = 25,
-) -> tuple[Array, Array]:
-    """Hutchinson estimate of ``tr(Hess loss(x))`` (not normalized by ``d``).
-
-    Rademacher probes ``z``; ``z^T H z`` by one Hessian-vector product each (``jax.jvp`` of
-    ``jax.grad``), ``chunk`` probes at a time under ``vmap``. Returns ``(mean, standard_error)`` with
-    the standard error = sample standard deviation / sqrt(num_probes). JAX-traceable.
-    """
-    if num_probes < 2:
-        raise ValueError(f"num_probes must be >= 2 to give a standard error, got {num_probes}")
-    chunk = max(1, min(int(chunk), int(num_probes)))
-    n_chunks = int(math.ceil(num_probes / chunk))
-    probes = jax.random.rademacher(key, (n_chunks * chunk, x.shape[0]), dtype=x.dtype)
-    grad = jax.grad(loss)
-
-    def quad(z):
-        return z @ jax.jvp(grad, (x,), (z,))[1]
-
-    values = jax.lax.map(jax.vmap(quad), probes.reshape(n_chunks, chunk, -1)).reshape(-1)
-    values = values[:num_probes]
-    return values.mean(), values.std(ddof=1) / math.sqrt(num_probes)
-
-
-def exact_trace(loss: Callable[[Array], Array], x: Array) -> Array:
-    """``tr(Hess loss(x))`` from the full autodiff Hessian (for small ``d`` only)."""
-    return jnp.trace(jax.hessian(loss)(x))
 
 
 # ----------------------------------------------------------------------------------------------

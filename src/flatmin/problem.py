@@ -35,7 +35,8 @@ class Problem:
       batch_losses: optional ``(x (d,), idx (B,) int) -> (B,)``, the losses of the samples ``idx``.
         Give it when computing all ``n`` sample losses is much dearer than ``B`` of them; by default
         ``sample_losses(x)[idx]``.
-      num_samples: ``n``; required with ``sample_losses``.
+      num_samples: ``n``; when not given with ``sample_losses``, read off the length of its output at
+        a zero vector (abstractly, nothing is computed); required with ``batch_losses`` alone.
       limit_map: optional closed form of ``Phi``, ``x (d,) -> (d,)``; when absent the gradient flow is
         integrated numerically (:func:`flatmin.limit_map`).
       hessian_rank: optional rank of the Hessian on the minima (= codimension of X*). When absent
@@ -72,6 +73,8 @@ class Problem:
     def __post_init__(self):
         if not isinstance(self.dim, int) or self.dim < 1:
             raise ValueError(f"Problem {self.name!r}: dim must be an integer >= 1, got {self.dim!r}")
+        if self.sample_losses is not None and self.num_samples is None:
+            object.__setattr__(self, "num_samples", self._count_samples())
         if self.is_training_loss and (self.num_samples is None or self.num_samples < 1):
             raise ValueError(
                 f"Problem {self.name!r}: sample_losses/batch_losses need num_samples >= 1, "
@@ -82,6 +85,16 @@ class Problem:
                 f"Problem {self.name!r}: hessian_rank must lie in [0, dim={self.dim}], "
                 f"got {self.hessian_rank!r}"
             )
+
+    def _count_samples(self) -> int:
+        try:
+            shape = jax.eval_shape(self.sample_losses, jax.ShapeDtypeStruct((self.dim,), jnp.float64)).shape
+        except Exception as err:
+            raise ValueError(f"Problem {self.name!r}: num_samples not given and sample_losses fails on a point of "
+                             f"shape ({self.dim},): {err}") from err
+        if len(shape) != 1:
+            raise ValueError(f"Problem {self.name!r}: sample_losses must return shape (n,), got {shape}")
+        return int(shape[0])
 
     @property
     def is_training_loss(self) -> bool:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 #: Distributions whose versions are recorded (missing ones are recorded as ``None``).
-PACKAGES = ("flatmin", "jax", "jaxlib", "numpy", "scipy", "pandas", "matplotlib", "diffrax", "snakemake")
+PACKAGES = ("flatmin", "jax", "jaxlib", "numpy", "scipy", "pandas", "matplotlib", "diffrax", "equinox", "matfree", "optax",
+            "snakemake")
 SIDECAR_SUFFIX = ".provenance.json"
 
 

@@ -22,6 +22,7 @@ experiment's own keys and its ``seed``/``seeds``, the workflow-only keys ``enabl
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib
 import importlib.util
@@ -50,6 +51,19 @@ class WorkflowConfigError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # Set-up
+
+
+def replace_problem_specs(config: dict, overlay: Mapping) -> None:
+    """Put every problem spec of ``overlay`` (a mapping with a ``name``, as ``{name, params}``) into
+    ``config`` whole, at the same place. Snakemake merges a partial ``--configfile`` over the profile
+    key by key; a spec merged so would keep the other problem's ``params`` (``my_bowl() got an
+    unexpected keyword argument 'depth'``). Lists are replaced whole by Snakemake already."""
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), Mapping):
+            if "name" in value:
+                config[key] = copy.deepcopy(dict(value))
+            else:
+                replace_problem_specs(config[key], value)
 
 
 def import_problem_modules(paths: Sequence[str | os.PathLike], base: str | os.PathLike | None = None) -> list:

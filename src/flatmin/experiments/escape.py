@@ -20,21 +20,24 @@ Design (what gave a clean experiment; docs/escape_notes.md has the record of wha
   keeps growing the margins and the Hessian trace falls by a factor ~10 without any change of the test
   accuracy, so "the trace falls" would say nothing. The confusion pre-training uses cross-entropy
   (random labels are memorized much better with it, which is what makes the minimizer bad).
-* Steps (``mode="minibatch"``, the default; the paper's experiments use mini-batches): with a
+* Steps (mini-batches, as in the paper's experiments): with a
   mini-batch ``B`` (uniform, without replacement) and ``g_B = grad f_B(x)``::
 
       SGD:  x <- x - eta * g_B
       RS :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * g)]),        g ~ U(S^{d-1})
       SA :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * s * g_B/||g_B||)]),  s ~ U{-1,+1}
 
-  i.e. SGD plus a projected perturbation, the same batch in the three terms; the gate ``eps0`` is open
-  (always perturbed): at a minimizer of an interpolating network the full gradient is ~0 anyway.
-  The projection is orthogonal to the *batch* gradient: projecting onto the full gradient (as in
-  Algorithm 2, ``mode="algorithm"``, which calls :func:`flatmin.algorithms.make_step` with
-  ``eps0 = inf``, full-gradient base step and, for RS, the full-batch gradient) needs one full
-  gradient per step, 10-1000 times dearer than the rest of a step at these sizes.
-  With ``rho = 0`` RS and SA reduce to SGD exactly, and seed ``s`` draws the same mini-batches for every
-  method, so the SGD run is a common-random-numbers control.
+  i.e. SGD plus a projected perturbation, the same batch in the three terms, computed by
+  :func:`flatmin.value_and_perturbed_grad` (the library's RS and SA, Remark 2's fallback off); the gate
+  ``eps0`` is open (always perturbed): at a minimizer of an interpolating network the full gradient is
+  ~0 anyway. The projection is orthogonal to the *batch* gradient: projecting onto the full gradient
+  (as in Algorithm 2) needs one full gradient per step, 10-1000 times dearer than the rest of a step at
+  these sizes. With ``rho = 0`` RS and SA reduce to SGD exactly, and seed ``s`` draws the same
+  mini-batches for every method, so the SGD run is a common-random-numbers control.
+* Definition 3 on real data: at the bad and the normal minimizer and at the last iterate of every run
+  (seeds ``0..flatness_seeds-1``), :func:`flatmin.model_flatness` measures ``||dPhi grad trbar||`` (the
+  tangent space of the interpolating minima is the null space of the Jacobian of the logits), the
+  Hessian trace and its top eigenvalue (records ``"flatness"`` of :func:`compute`).
 
 Entry points: :func:`run_experiment` (config dict, see :data:`DEFAULT_CONFIG` / :data:`PROFILES`),
 :func:`final_table`, :func:`claims_table`, :func:`plot_escape`, and ``python -m
@@ -57,7 +60,9 @@ import numpy as np
 import pandas as pd
 
 from flatmin import nets
-from flatmin.algorithms import make_step, project_out
+from flatmin.curvature import hessian_trace
+from flatmin.model_flatness import model_flatness
+from flatmin.perturbed import value_and_perturbed_grad
 
 #: Every knob of the experiment, with the "paper" defaults (CPU scale). Keys:
 #:
@@ -76,10 +81,12 @@ from flatmin.algorithms import make_step, project_out
 #:   epochs after 100% training accuracy is reached, to get close to an interpolating minimum).
 #: escape
 #:   ``eta``: the constant step size of every method; ``steps``; ``num_checkpoints`` (equally spaced,
-#:   plus step 0); ``seeds``: number of seeds; ``mode``: "minibatch" or "algorithm" (module docstring);
-#:   ``runs``: list of ``{"method": "sgd"|"rs"|"sa", "batch": B, "rhos": [...]}``; ``trace_probes``:
+#:   plus step 0); ``seeds``: number of seeds; ``runs``: list of ``{"method": "sgd"|"rs"|"sa", "batch": B, "rhos": [...]}``; ``trace_probes``:
 #:   Hutchinson probes per measurement (same probes at every checkpoint: common random numbers);
 #:   ``trace_samples``: training samples in the loss whose trace is estimated (``None``: all).
+#: flatness (Definition 3, :func:`flatmin.model_flatness` on the whole training loss)
+#:   ``flatness_seeds``: end points measured per run, those of seeds ``0..flatness_seeds-1`` (0: the two
+#:   minimizers only); ``flatness_probes``: Rademacher probes of the trace gradient (>= 2).
 #: figure
 #:   ``panel_a``: ``{"rs_rhos": [...], "sa_rhos": [...]}`` the RS and SA curves of panel (a) (batch
 #:   ``panel_batch``);
@@ -109,7 +116,6 @@ DEFAULT_CONFIG: dict = {
     "steps": 10000,
     "num_checkpoints": 10,
     "seeds": 3,
-    "mode": "minibatch",
     "runs": [
         {"method": "sgd", "batch": 128, "rhos": [0.0]},
         {"method": "rs", "batch": 128, "rhos": [0.4, 1.0, 4.0]},
@@ -119,6 +125,8 @@ DEFAULT_CONFIG: dict = {
     ],
     "trace_probes": 20,
     "trace_samples": None,
+    "flatness_seeds": 1,
+    "flatness_probes": 100,
     "panel_a": {"rs_rhos": [0.4, 4.0], "sa_rhos": [0.4]},
     "panel_batch": 128,
     "batch_rho": 0.2,
@@ -133,6 +141,7 @@ PROFILES: dict[str, dict] = {
         "num_checkpoints": 5,
         "seeds": 2,
         "trace_probes": 10,
+        "flatness_seeds": 0,
         "runs": [
             {"method": "sgd", "batch": 128, "rhos": [0.0]},
             {"method": "rs", "batch": 128, "rhos": [0.4, 4.0]},
@@ -144,8 +153,8 @@ PROFILES: dict[str, dict] = {
 }
 
 METHODS = ("sgd", "rs", "sa")
-MODES = ("minibatch", "algorithm")
 METRICS = ("train_acc", "test_acc", "loss", "trace", "trace_se")
+FLATNESS = ("top_eigenvalue", "top_eigenvalue_residual", "tangent_grad_norm", "tangent_grad_norm_se")
 
 
 def make_config(profile: str = "paper", **overrides) -> dict:
@@ -166,8 +175,6 @@ def _check_config(config: dict) -> None:
     unknown = set(config) - set(DEFAULT_CONFIG)
     if unknown:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
-    if config["mode"] not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {config['mode']!r}")
     for run in config["runs"]:
         if run["method"] not in METHODS:
             raise ValueError(f"run method must be one of {METHODS}, got {run['method']!r}")
@@ -177,6 +184,10 @@ def _check_config(config: dict) -> None:
             raise ValueError(f"rhos must be finite and >= 0, got {run['rhos']!r}")
     if config["steps"] < 1 or config["num_checkpoints"] < 1 or config["seeds"] < 1:
         raise ValueError("steps, num_checkpoints and seeds must be >= 1")
+    if not 0 <= config["flatness_seeds"] <= config["seeds"]:
+        raise ValueError(f"flatness_seeds must lie in [0, seeds={config['seeds']}], got {config['flatness_seeds']!r}")
+    if config["flatness_probes"] < 2:
+        raise ValueError(f"flatness_probes must be >= 2, got {config['flatness_probes']!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,7 +267,7 @@ def make_measure(model: nets.FlatMLP, data: dict, config: dict):
         return model.mean_loss(x, x_tr[:m], y_tr[:m])
 
     def measure(x):
-        tr, se = nets.hutchinson_trace(trace_loss, x, trace_key, config["trace_probes"])
+        tr, se = hessian_trace(lambda y, _: trace_loss(y), x, None, trace_key, config["trace_probes"])
         return jnp.stack([
             model.accuracy(x, x_tr, y_tr), model.accuracy(x, x_te, y_te),
             model.mean_loss(x, x_tr, y_tr), tr, se,
@@ -286,7 +297,8 @@ def minimizer_table(built: dict, config: dict, measure=None) -> pd.DataFrame:
 
 
 def make_minibatch_step(problem, method: str, batch: int):
-    """``step(x, key, eta, rho) -> x_next`` of the mini-batch variant (module docstring).
+    """``step(x, key, eta, rho) -> x_next``: one step of ``method`` on a uniform mini-batch (module
+    docstring), the gradient from :func:`flatmin.value_and_perturbed_grad`.
 
     ``eta`` and ``rho`` are traced, so one compilation serves every rho. ``key`` is split into a batch
     key and a perturbation key the same way for every method (same batches across methods).
@@ -295,10 +307,8 @@ def make_minibatch_step(problem, method: str, batch: int):
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     n = problem.num_samples
 
-    def batch_loss(y, idx):
-        return jnp.mean(problem.losses_of(y, idx))
-
-    grad_b = jax.grad(batch_loss)
+    def batch_loss(x, idx):
+        return jnp.mean(problem.losses_of(x, idx))
 
     def step(x, key, eta, rho):
         k_batch, k_pert = jax.random.split(key)
@@ -306,47 +316,22 @@ def make_minibatch_step(problem, method: str, batch: int):
             idx = jax.random.randint(k_batch, (1,), 0, n)
         else:
             idx = jax.random.choice(k_batch, n, (batch,), replace=False)
-        g = grad_b(x, idx)
-        if method == "sgd":
-            return x - eta * g
-        if method == "sa":
-            norm = jnp.linalg.norm(g)
-            u = jnp.where(norm > 0, g / jnp.where(norm > 0, norm, 1.0), 0.0)
-            direction = jax.random.rademacher(k_pert, (), dtype=x.dtype) * u
-        else:
-            # drawn in float32 (half the cost of the draw, which dominates an RS step at these sizes),
-            # normalized in float64: uniform on the sphere up to float32 rounding of the Gaussian
-            z = jax.random.normal(k_pert, x.shape, dtype=jnp.float32).astype(x.dtype)
-            direction = z / jnp.linalg.norm(z)
-        w = grad_b(x + rho * direction, idx)
-        return x - eta * (g + project_out(g, w))
+        _, g = value_and_perturbed_grad(batch_loss, method, rho, fallback_radius=None)(x, idx, k_pert)
+        return x - eta * g
 
     return step
-
-
-def make_algorithm_step(problem, method: str, batch: int, eta: float, rho: float):
-    """``step(x, key) -> x_next`` from :func:`flatmin.algorithms.make_step` with the gate open
-    (``eps0 = inf``) and ``eta_prime = eta``: full-gradient base step, projection on the full
-    gradient, RS with the full-batch gradient (``batch`` then unused)."""
-    if method == "sgd" or rho == 0:
-        step = make_step(problem, "sgd", {"eta": eta, "batch_size": batch})
-    elif method == "rs":
-        step = make_step(problem, "rs", {"eta": eta, "eta_prime": eta, "rho": rho, "eps0": math.inf})
-    else:
-        step = make_step(problem, "sa", {"eta": eta, "eta_prime": eta, "rho": rho, "eps0": math.inf,
-                                         "batch_size": batch})
-    return lambda x, key: step(x, key, 0)[0]
 
 
 def _checkpoint_steps(steps: int, num_checkpoints: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, steps, num_checkpoints + 1)).astype(int))
 
 
-def run_group(built: dict, config: dict, method: str, batch: int, rhos, measure=None) -> pd.DataFrame:
+def run_group(built: dict, config: dict, method: str, batch: int, rhos, measure=None):
     """All ``rhos`` x seeds of one (method, batch) from the bad minimizer, vmapped together.
 
     ``measure``: a jitted ``x (d,) -> (5,)`` (:func:`make_measure`); built when not given.
-    Returns the tidy rows ``method, batch, rho, seed, step`` + :data:`METRICS`.
+    Returns ``(rows, last)``: the tidy rows ``method, batch, rho, seed, step`` + :data:`METRICS`, and
+    ``{(rho, seed): last iterate}``.
     """
     problem = built["problem"]
     eta, steps = float(config["eta"]), int(config["steps"])
@@ -355,39 +340,68 @@ def run_group(built: dict, config: dict, method: str, batch: int, rhos, measure=
     measure_one = measure or jax.jit(make_measure(built["model"], built["data"], config))
     measure = lambda xs: np.stack([np.asarray(measure_one(x)) for x in xs])  # one compilation for all groups
     checkpoints = _checkpoint_steps(steps, int(config["num_checkpoints"]))
+    step = make_minibatch_step(problem, method, int(batch))
+    advance = _segment_runner(lambda x, k, r: step(x, k, eta, r))
+    traj_rho = np.repeat(rhos, len(seeds))
+    traj_seed = np.tile(seeds, len(rhos))
 
-    if config["mode"] == "minibatch":
-        step = make_minibatch_step(problem, method, int(batch))
-        traj_rho = jnp.asarray(np.repeat(rhos, len(seeds)))
-        traj_seed = np.tile(seeds, len(rhos))
-        advances = [_segment_runner(lambda x, k, r: step(x, k, eta, r))]
-        rho_groups = [(traj_rho, traj_seed, advances[0])]
-    else:  # one compilation per rho: the library's parameters are Python floats
-        rho_groups = []
-        for r in rhos:
-            st = make_algorithm_step(problem, method, int(batch), eta, r)
-            rho_groups.append((jnp.full(len(seeds), r), seeds, _segment_runner(lambda x, k, _r, st=st: st(x, k))))
-
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(traj_seed))
+    x = jnp.broadcast_to(built["x_bad"], (len(traj_seed), problem.dim))
+    records = [np.asarray(measure(x))]
+    for a, b in zip(checkpoints[:-1], checkpoints[1:]):
+        x = advance(x, keys, jnp.asarray(traj_rho), int(a), int(b))
+        if not bool(jnp.all(jnp.isfinite(x))):
+            raise FloatingPointError(f"{method} (batch {batch}) diverged before step {b}; lower eta or rho")
+        records.append(np.asarray(measure(x)))
+    values = np.stack(records, axis=1)  # (traj, checkpoints, metrics)
     frames = []
-    for traj_rho, traj_seed, advance in rho_groups:
-        keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(traj_seed))
-        x = jnp.broadcast_to(built["x_bad"], (len(traj_seed), problem.dim))
-        records = [np.asarray(measure(x))]
-        for a, b in zip(checkpoints[:-1], checkpoints[1:]):
-            x = advance(x, keys, traj_rho, int(a), int(b))
-            if not bool(jnp.all(jnp.isfinite(x))):
-                raise FloatingPointError(f"{method} (batch {batch}) diverged before step {b}; lower eta or rho")
-            records.append(np.asarray(measure(x)))
-        values = np.stack(records, axis=1)  # (traj, checkpoints, metrics)
-        for j in range(len(traj_seed)):
-            df = pd.DataFrame(values[j], columns=list(METRICS))
-            df.insert(0, "step", checkpoints)
-            df.insert(0, "seed", int(traj_seed[j]))
-            df.insert(0, "rho", float(traj_rho[j]))
-            df.insert(0, "batch", int(batch))
-            df.insert(0, "method", method)
-            frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    for j in range(len(traj_seed)):
+        df = pd.DataFrame(values[j], columns=list(METRICS))
+        df.insert(0, "step", checkpoints)
+        df.insert(0, "seed", int(traj_seed[j]))
+        df.insert(0, "rho", float(traj_rho[j]))
+        df.insert(0, "batch", int(batch))
+        df.insert(0, "method", method)
+        frames.append(df)
+    last = {(float(r), int(s)): x[j] for j, (r, s) in enumerate(zip(traj_rho, traj_seed))}
+    return pd.concat(frames, ignore_index=True), last
+
+
+def make_flatness(model: nets.FlatMLP, data: dict, config: dict):
+    """``flatness(x (d,)) -> (9,)``: :data:`METRICS` then :data:`FLATNESS` of the whole training loss,
+    the curvature by :func:`flatmin.model_flatness` (predictions: the logits of the training inputs;
+    ``trace_probes`` trace probes, ``flatness_probes`` gradient probes)."""
+    batch = (jnp.asarray(data["x"]), jnp.asarray(data["y"]))
+    x_te, y_te = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
+    key = jax.random.PRNGKey(8)
+
+    def flatness(x):
+        m = model_flatness(lambda p, b: model.mean_loss(p, *b), lambda p, b: model.logits(p, b[0]), x, batch, key,
+                           trace_probes=config["trace_probes"], gradient_probes=config["flatness_probes"])
+        return jnp.stack([model.accuracy(x, *batch), model.accuracy(x, x_te, y_te), m.loss, m.trace, m.trace_se,
+                          m.top_eigenvalue, m.top_eigenvalue_residual, m.tangent_grad_norm,
+                          m.tangent_grad_norm_se])
+
+    return flatness
+
+
+def flatness_rows(built: dict, config: dict, last: dict) -> pd.DataFrame:
+    """Definition 3 at the bad and normal minimizer (``step`` 0) and at the last iterates ``last``
+    (``{(method, batch, rho, seed): x}``, seeds below ``flatness_seeds``): columns ``method, batch, rho,
+    seed, step``, :data:`METRICS` and :data:`FLATNESS`."""
+    flatness = jax.jit(make_flatness(built["model"], built["data"], config))
+    points = {("bad", 0, 0.0, 0, 0): built["x_bad"], ("normal", 0, 0.0, 0, 0): built["x_normal"]}
+    points.update({(m, b, r, s, int(config["steps"])): x for (m, b, r, s), x in last.items()
+                   if s < config["flatness_seeds"]})
+    rows = []
+    for i, ((method, batch, rho, seed, step), x) in enumerate(points.items()):
+        values = np.asarray(flatness(x)).tolist()
+        rows.append({"method": method, "batch": batch, "rho": rho, "seed": seed, "step": step,
+                     **dict(zip((*METRICS, *FLATNESS), values))})
+        print(f"[escape] flatness {i + 1}/{len(points)}: {method} B={batch} rho={rho:g} seed {seed}: "
+              f"||dPhi grad trbar|| = {values[7]:.3g} +- {values[8]:.2g}, trace {values[3]:.1f}", file=sys.stderr,
+              flush=True)
+    return pd.DataFrame(rows)
 
 
 def _segment_runner(step):
@@ -412,8 +426,8 @@ def run_experiment(config: dict | None = None, verbose: bool = False) -> dict:
     """Build the minimizers and run every group of ``config["runs"]``.
 
     Returns ``{"config", "minimizers" (DataFrame, :func:`minimizer_table`), "escape" (tidy DataFrame:
-    method, batch, rho, seed, step, train_acc, test_acc, loss, trace, trace_se), "timings" (seconds),
-    "info"}``.
+    method, batch, rho, seed, step, train_acc, test_acc, loss, trace, trace_se), "flatness"
+    (:func:`flatness_rows`), "timings" (seconds), "info"}``.
     """
     config = make_config() if config is None else config
     _check_config(config)
@@ -426,21 +440,27 @@ def run_experiment(config: dict | None = None, verbose: bool = False) -> dict:
     timings["measure_minimizers"] = time.perf_counter() - t0
     if verbose:
         print(minimizers.to_string(index=False), file=sys.stderr, flush=True)
-    frames = []
+    frames, last = [], {}
     for run in config["runs"]:
         t0 = time.perf_counter()
-        frame = run_group(built, config, run["method"], int(run["batch"]), run["rhos"], measure)
+        frame, ends = run_group(built, config, run["method"], int(run["batch"]), run["rhos"], measure)
+        last.update({(run["method"], int(run["batch"]), r, s): x for (r, s), x in ends.items()})
         label = f"{run['method']}_b{run['batch']}"
         timings[f"escape_{label}"] = time.perf_counter() - t0
         frame["seconds"] = timings[f"escape_{label}"]
         frames.append(frame)
         if verbose:
             print(f"[escape] {label}: {timings[f'escape_{label}']:.1f} s", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    flatness = flatness_rows(built, config, last)
+    timings["flatness"] = time.perf_counter() - t0
+    flatness["seconds"] = timings["flatness"] / len(flatness)
     timings["total"] = time.perf_counter() - t_all
     return {
         "config": config,
         "minimizers": minimizers,
         "escape": pd.concat(frames, ignore_index=True),
+        "flatness": flatness,
         "timings": timings,
         "info": built["info"],
         "dim": built["model"].dim,
@@ -484,6 +504,18 @@ def final_table(escape: pd.DataFrame) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(METHODS)}
     return agg.sort_values(["method", "batch", "rho"], key=lambda s: s.map(order) if s.name == "method"
                            else s).reset_index(drop=True)
+
+
+def flatness_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The flatness records of a :func:`compute` table, one row per point (the two minimizers first),
+    mean over the measured seeds: test accuracy, training loss, Hessian trace, top eigenvalue and
+    ``||dPhi grad trbar||`` (Definition 3), each with its standard error."""
+    rows = results[results["record"] == "flatness"]
+    keys = ["method", "batch", "rho"]
+    columns = ["test_acc", "loss", "trace", "trace_se", "top_eigenvalue", "tangent_grad_norm", "tangent_grad_norm_se"]
+    table = rows.groupby(keys, sort=False)[columns].mean().reset_index()
+    table.insert(3, "seeds", rows.groupby(keys, sort=False).size().to_numpy())
+    return table
 
 
 def claims_table(results: pd.DataFrame, sgd_tol: float = 0.01) -> pd.DataFrame:
@@ -672,10 +704,11 @@ def compute(config: dict) -> pd.DataFrame:
     """Workflow entry point: :func:`run_experiment` on ``config`` (missing keys from
     :data:`DEFAULT_CONFIG`) as one tidy table.
 
-    Columns: ``record`` ("minimizer" or "escape"), ``method`` (minimizer rows: "bad", "normal",
-    "confusion"; escape rows: "sgd", "rs", "sa"), ``batch``, ``rho``, ``seed``, ``step``, the
-    :data:`METRICS`, ``param_norm`` and ``epochs`` (minimizer rows; NaN-free: -1 on escape rows) and
-    ``seconds`` (wall time of building the minimizer / of the run group).
+    Columns: ``record`` ("minimizer", "escape" or "flatness"), ``method`` (minimizer rows: "bad",
+    "normal", "confusion"; escape rows: "sgd", "rs", "sa"; flatness rows: any of these but "confusion"),
+    ``batch``, ``rho``, ``seed``, ``step``, the :data:`METRICS`, the :data:`FLATNESS` (flatness rows; -1
+    elsewhere), ``param_norm`` and ``epochs`` (minimizer rows; NaN-free: -1 elsewhere) and ``seconds``
+    (wall time of building the minimizer / of the run group / of one flatness measurement).
     """
     config = make_config("paper", **{k: v for k, v in config.items() if k != "seed"})
     result = run_experiment(config, verbose=True)
@@ -688,10 +721,13 @@ def results_table(result: dict) -> pd.DataFrame:
     mins = result["minimizers"].rename(columns={"minimizer": "method"})
     times = result["timings"]
     mins["seconds"] = [times["confusion"] + times["clean_bad"], times["clean_normal"], times["confusion"]]
-    mins = mins.assign(record="minimizer", batch=0, rho=0.0, seed=0, step=0)
-    esc = result["escape"].assign(record="escape", param_norm=-1.0, epochs=-1)
-    columns = ["record", "method", "batch", "rho", "seed", "step", *METRICS, "param_norm", "epochs", "seconds"]
-    return pd.concat([mins[columns], esc[columns]], ignore_index=True)
+    unmeasured = dict.fromkeys(FLATNESS, -1.0)
+    mins = mins.assign(record="minimizer", batch=0, rho=0.0, seed=0, step=0, **unmeasured)
+    esc = result["escape"].assign(record="escape", param_norm=-1.0, epochs=-1, **unmeasured)
+    flat = result["flatness"].assign(record="flatness", param_norm=-1.0, epochs=-1)
+    columns = ["record", "method", "batch", "rho", "seed", "step", *METRICS, *FLATNESS, "param_norm", "epochs",
+               "seconds"]
+    return pd.concat([mins[columns], esc[columns], flat[columns]], ignore_index=True)
 
 
 def plot(results: pd.DataFrame, config: dict):
@@ -704,13 +740,14 @@ def plot(results: pd.DataFrame, config: dict):
 
 
 def save_results(result: dict, out: Path) -> pd.DataFrame:
-    """Write ``results.csv`` (:func:`results_table`), ``final.csv``, ``claims.csv``, ``meta.json``
+    """Write ``results.csv`` (:func:`results_table`), ``final.csv``, ``claims.csv``, ``flatness.csv``, ``meta.json``
     (config, timings, training logs) and ``escape.png`` into ``out``; return the results table."""
     out.mkdir(parents=True, exist_ok=True)
     table = results_table(result)
     table.to_csv(out / "results.csv", index=False)
     final_table(table).to_csv(out / "final.csv", index=False)
     claims_table(table).to_csv(out / "claims.csv", index=False)
+    flatness_table(table).to_csv(out / "flatness.csv", index=False)
     meta = {"config": result["config"], "timings": result["timings"], "info": result["info"], "dim": result["dim"]}
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=float))
     import matplotlib.pyplot as plt
@@ -737,6 +774,7 @@ def main(argv=None) -> int:
         print(minimizer_rows(table).to_string(index=False))
         print(final_table(table).to_string(index=False))
         print(claims_table(table).to_string(index=False))
+        print(flatness_table(table).to_string(index=False))
     print(json.dumps({k: round(v, 2) for k, v in result["timings"].items()}, indent=1))
     return 0
 

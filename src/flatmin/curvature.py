@@ -1,0 +1,140 @@
+"""Curvature of a loss over any pytree of parameters: the Hessian trace and its top eigenvalue.
+
+Both are matrix-free: Hessian-vector products ``H v`` by forward-over-reverse differentiation
+(``jax.jvp`` of ``jax.grad``), never the ``d x d`` Hessian. The probes and the Lanczos iteration are
+matfree's (``matfree.stochtrace``, ``matfree.decomp``, ``matfree.eig``). Leaves of ``params`` that are
+not floating arrays are held fixed, as in ``equinox.filter_grad``.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from matfree import decomp, eig, stochtrace
+
+#: Probes evaluated together (under ``vmap``) by default; the groups run one after the other, so peak
+#: memory is that of this many Hessian-vector products.
+PROBE_BATCH_SIZE = 8
+
+
+class FlatParams(typing.NamedTuple):
+    """The floating leaves of a pytree of parameters as one vector ``x``; ``unravel(x)`` gives those
+    leaves back (None elsewhere), ``rebuild(x)`` the whole pytree."""
+
+    x: jax.Array
+    unravel: Callable
+    rebuild: Callable
+
+
+def flatten_params(params) -> FlatParams:
+    """:class:`FlatParams` of ``params`` (floating leaves only, as ``equinox.filter_grad`` does)."""
+    diff, static = eqx.partition(params, eqx.is_inexact_array)
+    x, unravel = ravel_pytree(diff)
+    if x.size == 0:
+        raise ValueError("params holds no floating-point array to differentiate")
+    return FlatParams(x, unravel, lambda y: eqx.combine(unravel(y), static))
+
+
+def flat_loss(loss_fn: Callable, params, batch) -> tuple[Callable, FlatParams]:
+    """``(f, flat)``: ``f(y) = loss_fn(flat.rebuild(y), batch)``, the loss as a function of one flat
+    vector, and the :class:`FlatParams` of ``params`` (``f(flat.x)`` is the loss at ``params``)."""
+    flat = flatten_params(params)
+    return (lambda y: loss_fn(flat.rebuild(y), batch)), flat
+
+
+def hvp_fn(f: Callable, x: jax.Array) -> Callable:
+    """``v -> Hess f(x) v`` by forward-over-reverse differentiation."""
+    grad = jax.grad(f)
+    return lambda v: jax.jvp(grad, (x,), (v,))[1]
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def probe_values(f: Callable, x: jax.Array, key: jax.Array, num_probes: int,
+                 probe_batch_size: int = PROBE_BATCH_SIZE) -> jax.Array:
+    """``z_k^T Hess f(x) z_k`` for ``num_probes`` Rademacher probes ``z_k`` (matfree's
+    ``sampler_signs`` and ``monte_carlo_trace``; all drawn at once from ``key``, so the values do not
+    depend on ``probe_batch_size``), evaluated ``probe_batch_size`` at a time."""
+    probes = stochtrace.sampler_signs(x, num=num_probes)(key)
+    integrand = stochtrace.monte_carlo_trace()
+    hvp = hvp_fn(f, x)
+    return jax.lax.map(lambda z: integrand(hvp, z), probes, batch_size=min(probe_batch_size, num_probes))
+
+
+def hessian_trace(loss_fn: Callable, params, batch, key: jax.Array, num_probes: int = 100, *,
+                  probe_batch_size: int = PROBE_BATCH_SIZE) -> tuple[jax.Array, jax.Array]:
+    """Hutchinson estimate of ``tr Hess`` of ``loss_fn(., batch)`` at ``params`` (not normalized by d).
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> ()``.
+      params: any pytree; the trace is over all its floating leaves together.
+      batch: passed through to ``loss_fn``.
+      key: draws the Rademacher probes (over all leaves at once).
+      num_probes: >= 2, the number of probes ``z``; the estimate is the mean of ``z^T H z``.
+      probe_batch_size: probes evaluated together under ``vmap`` (peak memory: that many
+        Hessian-vector products); the groups run in sequence. Does not change the result.
+
+    Returns:
+      ``(estimate, standard_error)``, scalars; the standard error is the sample standard deviation of
+      ``z^T H z`` over the probes (``ddof=1``) over ``sqrt(num_probes)``. For Rademacher probes the
+      variance of one ``z^T H z`` is ``2 (||H||_F^2 - sum_i H_ii^2)``. Jit- and vmap-compatible.
+    """
+    num_probes = _check_count("num_probes", num_probes, 2)
+    probe_batch_size = _check_count("probe_batch_size", probe_batch_size, 1)
+    f, flat = flat_loss(loss_fn, params, batch)
+    values = probe_values(f, flat.x, key, num_probes, probe_batch_size)
+    return values.mean(), values.std(ddof=1) / math.sqrt(num_probes)
+
+
+class TopEigenvalue(typing.NamedTuple):
+    """Output of :func:`hessian_top_eigenvalue`.
+
+    Attributes:
+      value: the largest Ritz value ``lambda`` of the Lanczos iteration, never above the largest
+        eigenvalue of the Hessian.
+      residual: ``||H v - lambda v||`` for the unit Ritz vector ``v``: some eigenvalue of the
+        (symmetric) Hessian lies within ``residual`` of ``value``; from a random start that is the
+        largest one unless it is nearly orthogonal to the start.
+      vector: ``v``, of the structure of the floating leaves of ``params``.
+    """
+
+    value: jax.Array
+    residual: jax.Array
+    vector: typing.Any
+
+
+def top_eigenpair(matvec: Callable, start: jax.Array, num_matvecs: int) -> tuple[jax.Array, jax.Array]:
+    """Largest Ritz pair ``(value, unit vector)`` of the symmetric ``matvec`` after ``num_matvecs``
+    (capped at the dimension) Lanczos steps with full reorthogonalization from ``start``."""
+    values, vectors = eig.eigh_partial(decomp.tridiag_sym(min(num_matvecs, start.size)))(matvec, start)
+    return values[-1], vectors[-1] / jnp.linalg.norm(vectors[-1])
+
+
+def hessian_top_eigenvalue(loss_fn: Callable, params, batch, key: jax.Array, *,
+                           num_matvecs: int = 30) -> TopEigenvalue:
+    """The largest eigenvalue of ``Hess loss_fn(., batch)`` at ``params`` (the sharpness SAM targets),
+    by Lanczos with full reorthogonalization (matfree) from a Gaussian start drawn from ``key``.
+
+    ``num_matvecs`` (at least 1, capped at the number of parameters ``d``, where the result is exact)
+    Hessian-vector products build the Krylov space; one more checks the result (``residual``).
+    Returns a :class:`TopEigenvalue`. Jit-compatible.
+    """
+    num_matvecs = _check_count("num_matvecs", num_matvecs, 1)
+    f, flat = flat_loss(loss_fn, params, batch)
+    x, unravel = flat.x, flat.unravel
+    hvp = hvp_fn(f, x)
+    start = jax.random.normal(key, x.shape, dtype=x.dtype)
+    value, vector = top_eigenpair(hvp, start, num_matvecs)
+    residual = jnp.linalg.norm(hvp(vector) - value * vector)
+    return TopEigenvalue(value, residual, unravel(vector))
