@@ -9,6 +9,7 @@ repository's results/, figures/ or tables/.
 from __future__ import annotations
 
 import copy
+import fcntl
 import importlib
 import json
 import os
@@ -607,21 +608,43 @@ def test_readme_names_every_figure_and_table():
         assert f"tables/{table}" in named, table
 
 
+@pytest.fixture(scope="session")
+def quick_local_run(tmp_path_factory) -> dict:
+    """The quick profile run locally, once per test session: its outcome (returncode, output, seconds) and
+    its output folders (results, figures, tables). tests/test_slurm.py compares its SLURM run with it.
+    Under pytest-xdist the first worker to ask runs it, under a file lock in the folder all workers of the
+    session share, and the others wait and read its outcome from there."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    base = shared / "quick-local"
+    folders = {"results": base / "results" / "quick", "figures": base / "build" / "quick" / "figures",
+               "tables": base / "build" / "quick" / "tables"}
+    outcome = base / "outcome.json"
+    with open(shared / "quick-local.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not outcome.exists():
+            base.mkdir(exist_ok=True)
+            config = load(QUICK)
+            config["output"] = {"results": str(base / "results"), "logs": str(base / "logs"),
+                                "figures": str(folders["figures"]), "tables": str(folders["tables"])}
+            config["jax_cache_dir"] = str(ROOT / ".jax_cache")
+            started = time.time()
+            done = snakemake(base, "--cores", "all", configfile=write_config(base, config), timeout=1800)
+            outcome.write_text(json.dumps({"returncode": done.returncode, "seconds": time.time() - started,
+                                           "output": done.stdout[-5000:] + done.stderr[-5000:]}))
+    return {**json.loads(outcome.read_text()), **folders}
+
+
 @needs_snakemake
 @pytest.mark.slow
-def test_quick_profile_end_to_end(tmp_path):
+def test_quick_profile_end_to_end(quick_local_run):
     missing = [name for name in EXPERIMENTS if importlib.util.find_spec(f"flatmin.experiments.{name}") is None]
     if missing or importlib.util.find_spec("flatmin.claims") is None:
         pytest.skip(f"experiments not written yet: {missing + (['claims'] if not missing else [])}")
-    config = load(QUICK)
-    config["output"] = {key: str(tmp_path / "build" / "quick" / key) for key in ("figures", "tables")} | {
-        "results": str(tmp_path / "results"), "logs": str(tmp_path / "logs")}
-    config["jax_cache_dir"] = str(ROOT / ".jax_cache")
-    started = time.time()
-    done = snakemake(tmp_path, "--cores", "all", configfile=write_config(tmp_path, config), timeout=1800)
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
-    print(f"quick profile: {time.time() - started:.0f} s")
-    outputs = {"figures": Path(config["output"]["figures"]), "tables": Path(config["output"]["tables"])}
+    assert quick_local_run["returncode"] == 0, quick_local_run["output"]
+    print(f"quick profile: {quick_local_run['seconds']:.0f} s")
+    outputs = {"figures": quick_local_run["figures"], "tables": quick_local_run["tables"]}
     for named in readme_outputs():
         folder, filename = named.split("/")
         path = outputs[folder] / filename
