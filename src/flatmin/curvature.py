@@ -61,17 +61,6 @@ def _check_count(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def probe_values(f: Callable, x: jax.Array, key: jax.Array, num_probes: int,
-                 probe_batch_size: int = PROBE_BATCH_SIZE) -> jax.Array:
-    """``z_k^T Hess f(x) z_k`` for ``num_probes`` Rademacher probes ``z_k`` (matfree's
-    ``sampler_signs`` and ``monte_carlo_trace``; all drawn at once from ``key``, so the values do not
-    depend on ``probe_batch_size``), evaluated ``probe_batch_size`` at a time."""
-    probes = stochtrace.sampler_signs(x, num=num_probes)(key)
-    integrand = stochtrace.monte_carlo_trace()
-    hvp = hvp_fn(f, x)
-    return jax.lax.map(lambda z: integrand(hvp, z), probes, batch_size=min(probe_batch_size, num_probes))
-
-
 def hessian_trace(loss_fn: Callable, params, batch, key: jax.Array, num_probes: int = 100, *,
                   probe_batch_size: int = PROBE_BATCH_SIZE) -> tuple[jax.Array, jax.Array]:
     """Hutchinson estimate of ``tr Hess`` of ``loss_fn(., batch)`` at ``params`` (not normalized by d).
@@ -93,7 +82,10 @@ def hessian_trace(loss_fn: Callable, params, batch, key: jax.Array, num_probes: 
     num_probes = _check_count("num_probes", num_probes, 2)
     probe_batch_size = _check_count("probe_batch_size", probe_batch_size, 1)
     f, flat = flat_loss(loss_fn, params, batch)
-    values = probe_values(f, flat.x, key, num_probes, probe_batch_size)
+    # matfree's sampler draws every probe at once from key, so the values do not depend on the grouping
+    probes = stochtrace.sampler_signs(flat.x, num=num_probes)(key)
+    integrand, hvp = stochtrace.monte_carlo_trace(), hvp_fn(f, flat.x)
+    values = jax.lax.map(lambda z: integrand(hvp, z), probes, batch_size=min(probe_batch_size, num_probes))
     return values.mean(), values.std(ddof=1) / math.sqrt(num_probes)
 
 

@@ -38,8 +38,8 @@ from flatmin.curvature import (
     _check_count,
     flat_loss,
     hessian_top_eigenvalue,
+    hessian_trace,
     hvp_fn,
-    probe_values,
     top_eigenpair,
 )
 
@@ -144,8 +144,8 @@ def model_flatness(loss_fn: Callable, predict_fn: Callable, params, batch, key: 
       probe_batch_size: probes evaluated together (memory).
 
     Returns:
-      :class:`ModelFlatness`. Memory: the dense Jacobian ``m x d`` and an ``m x m`` Gram matrix (about
-      0.6 GB at d = 10k, m = 5k).
+      :class:`ModelFlatness`. Memory: the dense Jacobian ``m x d`` and a Gram matrix of side
+      ``min(m, d)`` (about 0.6 GB at d = 10k, m = 5k).
     """
     trace_probes = _check_count("trace_probes", trace_probes, 2)
     if gradient_probes is not None and gradient_probes != 0:
@@ -156,8 +156,8 @@ def model_flatness(loss_fn: Callable, predict_fn: Callable, params, batch, key: 
     x, d = flat.x, flat.x.size
     key_trace, key_lanczos, key_gradient, key_projection = jax.random.split(key, 4)
 
-    values = probe_values(f, x, key_trace, trace_probes, probe_batch_size)
-    trace, trace_se = values.mean(), values.std(ddof=1) / math.sqrt(trace_probes)
+    trace, trace_se = hessian_trace(lambda y, _: f(y), x, None, key_trace, trace_probes,
+                                    probe_batch_size=probe_batch_size)
     top = hessian_top_eigenvalue(lambda y, _: f(y), x, None, key_lanczos, num_matvecs=num_matvecs)
 
     exact = gradient_probes == 0 or (gradient_probes is None and d <= EXACT_GRADIENT_MAX_DIM)
