@@ -4,8 +4,9 @@
 #   snakemake --cores all --configfile config/quick.yaml    # quick profile -> build/quick/
 #   snakemake --report report.html                          # HTML report with captions
 #
-# One rule file per experiment in workflows/; the experiments themselves are
-# flatmin.experiments.<name> (compute(config) -> table, plot(table, config) -> figure).
+# One compute and one plot rule for every experiment (workflows/experiments.smk); the experiments
+# themselves are the modules of flatmin.experiments, found automatically, and the files named in the
+# config's experiment_modules.
 
 
 configfile: "config/config.yaml"
@@ -25,13 +26,7 @@ rule all:
 
 
 include: "workflows/shard.smk"
-include: "workflows/identities.smk"
-include: "workflows/decrease.smk"
-include: "workflows/complexity.smk"
-include: "workflows/trajectories.smk"
-include: "workflows/example1.smk"
-include: "workflows/escape.smk"
-include: "workflows/generalization.smk"
+include: "workflows/experiments.smk"
 include: "workflows/audit.smk"
 
 
@@ -39,10 +34,4 @@ include: "workflows/audit.smk"
 localrules:
     all,
     audit,
-    identities_plot,
-    decrease_plot,
-    complexity_plot,
-    trajectories_plot,
-    example1_plot,
-    escape_plot,
-    generalization_plot,
+    plot,

@@ -224,7 +224,7 @@ def test_flatness_records(tiny_results):
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="unknown config"):
+    with pytest.raises(ValueError, match="unknown key stepz"):
         escape.make_config("paper", stepz=3)
     with pytest.raises(ValueError, match="unknown profile"):
         escape.make_config("huge")
@@ -233,5 +233,6 @@ def test_config_validation():
     with pytest.raises(ValueError, match="flatness_seeds"):
         escape.make_config("paper", seeds=2, flatness_seeds=3)
     quick = escape.make_config("quick")
-    assert quick["steps"] < escape.DEFAULT_CONFIG["steps"]
-    assert set(quick) == set(escape.DEFAULT_CONFIG)
+    paper = escape.make_config()
+    assert quick["steps"] < paper["steps"]
+    assert set(quick) == set(paper) == set(escape.Settings.model_fields)

@@ -1,7 +1,7 @@
 """E1-E3 end to end on tiny configs: compute -> results table -> statistics -> plot.
 
 Each experiment's ``compute`` runs once per module (fixtures below) on a config derived from its
-QUICK_CONFIG with fewer seeds, eps levels, dimensions and draws; jit compiles dominate the runtime,
+quick preset with fewer seeds, eps levels, dimensions and draws; jit compiles dominate the runtime,
 so the configs keep the number of distinct problem instances small. Every statistical assertion is
 a tolerance of 5 standard errors estimated from the run itself (plus, where stated, a deterministic
 bound derived in the test's docstring), with fixed seeds.
@@ -20,12 +20,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from flatmin import experiments  # noqa: E402
 from flatmin.experiments import complexity, decrease, identities  # noqa: E402
 from flatmin.experiments._sweeps import make_instance, schedule  # noqa: E402
 from flatmin.theory import decrease_bound, iteration_bound  # noqa: E402
 
+QUICK_COMPLEXITY = experiments.settings("complexity", "quick")
 IDENTITIES = {
-    **identities.QUICK_CONFIG,
+    **experiments.settings("identities", "quick"),
     "draws": 20_000,
     "rhos": [0.1, 0.2, 0.4],
     "dims": [2, 4],
@@ -33,17 +35,17 @@ IDENTITIES = {
     "control_problem": {"name": "factorization", "params": {"m": 3, "r": 2}},
 }
 DECREASE = {
-    **decrease.QUICK_CONFIG,
+    **experiments.settings("decrease", "quick"),
     "seeds": 6,
     "eps": {"rs": [0.028, 0.04]},
     "dim_sweep": {"dim_param": "k", "values": [15], "eps": {"rs": 0.04}},
 }
 COMPLEXITY = {
-    **complexity.QUICK_CONFIG,
+    **QUICK_COMPLEXITY,
     "seeds": 3,
     "records": 50,
-    "eps_sweep": {"eps": {"rs": [0.028, 0.04]}, "instances": complexity.QUICK_CONFIG["eps_sweep"]["instances"]},
-    "dim_sweep": {**complexity.QUICK_CONFIG["dim_sweep"], "values": [3], "eps": 0.04, "algorithms": ["rs"]},
+    "eps_sweep": {"eps": {"rs": [0.028, 0.04]}, "instances": QUICK_COMPLEXITY["eps_sweep"]["instances"]},
+    "dim_sweep": {**QUICK_COMPLEXITY["dim_sweep"], "values": [3], "eps": 0.04, "algorithms": ["rs"]},
 }
 
 IDENTITIES_COLUMNS = ["part", "algorithm", "problem", "dim", "rho", "measured", "se", "predicted", "trace_slope"]
@@ -254,11 +256,11 @@ def test_complexity_plot_annotates_runs_never_flat(complexity_results):
 def test_complexity_instance_constants_override_the_section_per_algorithm():
     """An instance's own constants (here cT) change its schedule only: its budget is cT times the other's."""
     spec = {"name": "hyperbola", "params": {"depth": 2}}
-    config = {**complexity.QUICK_CONFIG, "seeds": 2, "records": 10, "flat_refine": 1,
+    config = {**QUICK_COMPLEXITY, "seeds": 2, "records": 10, "flat_refine": 1,
               "eps_sweep": {"eps": {"rs": [0.04]},
                             "instances": [{**spec, "label": "plain"},
                                           {**spec, "label": "longer", "constants": {"rs": {"cT": 2.0}}}]},
-              "dim_sweep": {**complexity.QUICK_CONFIG["dim_sweep"], "values": [3], "algorithms": ["rs"]}}
+              "dim_sweep": {**QUICK_COMPLEXITY["dim_sweep"], "values": [3], "algorithms": ["rs"]}}
     table = complexity.compute(config)
     budgets = table[table["sweep"] == "eps"].groupby("instance")["budget"].first()
     plain = schedule("rs", make_instance(spec, 0.04), 0.04, dict(config["constants"]["rs"]))[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from pathlib import Path
 
 import matplotlib
 
@@ -20,19 +19,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-import yaml  # noqa: E402
 
 import flatmin  # noqa: E402
-from flatmin import workflow  # noqa: E402
+from flatmin import experiments  # noqa: E402
 from flatmin.experiments import example1, generalization, trajectories  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflows" / "schema" / "config.schema.yaml"
 MODULES = {"trajectories": trajectories, "example1": example1, "generalization": generalization}
 
 
 def quick(module) -> dict:
-    return workflow.module_preset(module, "quick")
+    return experiments.settings(module.__name__.rsplit(".", 1)[-1], "quick")
 
 
 @pytest.fixture(scope="module")
@@ -258,21 +254,3 @@ def test_plot_returns_a_labelled_figure_and_refuses_nan(name, e4, e5, e6):
     with pytest.raises(ValueError, match="non-finite"):
         module.plot(broken, config)
 
-
-# ------------------------------------------------------------------------------------------- schema
-
-
-@pytest.mark.parametrize("profile", ["paper", "quick"])
-@pytest.mark.parametrize("name", list(MODULES))
-def test_presets_satisfy_the_config_schema_fragment(name, profile):
-    jsonschema = pytest.importorskip("jsonschema")
-    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
-    section = {"enabled": True, **workflow.module_preset(MODULES[name], profile)}
-    validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"})
-    errors = [e.message for e in validator.iter_errors(section)]
-    assert not errors, errors
-    # A misspelt key is an error, and so is a missing one while enabled.
-    key = next(k for k in section if k != "enabled")
-    typo = {**{k: v for k, v in section.items() if k != key}, key + "x": section[key]}
-    assert list(validator.iter_errors(typo))
-    assert not list(validator.iter_errors({"enabled": False}))

@@ -1,92 +1,21 @@
 """Configuration check and path helpers shared by the rule files; it defines no jobs itself.
 
 The config (config/config.yaml; a complete --configfile such as config/quick.yaml instead of it; a
-partial --configfile merged over it) is validated against
-workflows/schema/config.schema.yaml before the DAG is built; an error names the key and the value.
+partial --configfile merged over it) is checked and resolved by flatmin.config.check_config before the
+DAG is built: every experiment section is completed from the experiment's typed Settings (paper values,
+then the config's preset, then the section's own keys); an error names the key, the value and what is
+allowed.
 """
 
 import copy
-import os
-from pathlib import Path
 
-import jsonschema
-import yaml
-
+from flatmin import experiments
+from flatmin.config import REQUIRED_KEYS, check_config
 from flatmin.workflow import replace_problem_specs
 
-SCHEMA_PATH = Path(workflow.basedir) / "workflows" / "schema" / "config.schema.yaml"
 SIDECAR = ".provenance.json"
 FIGURE_FORMATS = ["pdf", "png"]
 TABLE_FILES = ["audit.md", "audit.csv", "table1.md", "table1.tex"]
-#: Output folders only the paper profile may write (the committed figures and tables).
-COMMITTED_OUTPUTS = {"figures": "figures", "tables": "tables"}
-SCHEMA_DEFS = {}
-
-
-def _key_path(path):
-    return ".".join(str(part) for part in path) or "<top level>"
-
-
-def _allowed_keys(schema):
-    """The property names a (sub)schema declares, following local $ref and allOf."""
-    keys = set(schema.get("properties", {}))
-    ref = schema.get("$ref", "")
-    if ref.startswith("#/$defs/"):
-        keys |= _allowed_keys(SCHEMA_DEFS[ref.split("/")[-1]])
-    for sub in schema.get("allOf", []):
-        keys |= _allowed_keys(sub)
-    return keys
-
-
-def _describe(error):
-    """Lines describing one schema violation: the key, the bad value and what is expected."""
-    key = _key_path(error.absolute_path)
-    if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        allowed = sorted(_allowed_keys(error.schema))
-        prefix = f"{key}." if error.absolute_path else ""
-        return [
-            f"unknown key {prefix}{name} = {error.instance[name]!r} (allowed keys here: {', '.join(allowed)})"
-            for name in sorted(set(error.instance) - set(allowed))
-        ]
-    if error.validator == "required":
-        return [f"{key}: {error.message}"]
-    if error.validator == "anyOf" and all(
-        "required" in sub for sub in error.validator_value
-    ):
-        choices = " or ".join(sub["required"][0] for sub in error.validator_value)
-        return [f"{key}: missing key, give {choices}"]
-    expected = error.schema.get("description")
-    if expected is None and error.parent is not None:
-        expected = error.parent.schema.get("description")
-    message = f"{key} = {error.instance!r}: {error.message}"
-    return [
-        message + (f" (expected: {' '.join(expected.split())})" if expected else "")
-    ]
-
-
-def check_config(config, schema_path=SCHEMA_PATH):
-    """Validate ``config`` against the schema; raise ValueError listing every violation."""
-    with open(schema_path, encoding="utf-8") as handle:
-        schema = yaml.safe_load(handle)
-    SCHEMA_DEFS.update(schema.get("$defs", {}))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(
-        validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
-    )
-    if errors:
-        lines = [line for error in errors for line in _describe(error)]
-        listing = "\n".join(f"  - {line}" for line in lines)
-        raise ValueError(f"invalid flatmin config ({len(lines)} error(s)):\n{listing}")
-    if config["profile"] != "paper":
-        for key, committed in COMMITTED_OUTPUTS.items():
-            target = os.path.normpath(config["output"][key])
-            if target == committed:
-                raise ValueError(
-                    f"invalid flatmin config: output.{key} = {config['output'][key]!r} with profile "
-                    f"{config['profile']!r}: only the paper profile may write the committed {committed}/ "
-                    f"folder; choose e.g. build/{config['profile']}/{committed}"
-                )
-    return schema
 
 
 def use_complete_cli_config(config, required):
@@ -103,10 +32,11 @@ def use_complete_cli_config(config, required):
         replace_problem_specs(config, cli)
 
 
-with open(SCHEMA_PATH, encoding="utf-8") as _handle:
-    use_complete_cli_config(config, yaml.safe_load(_handle)["required"])
-SCHEMA = check_config(config)
-EXPERIMENTS = list(SCHEMA["properties"]["experiments"]["properties"])
+use_complete_cli_config(config, REQUIRED_KEYS)
+_resolved = check_config(config)
+config.clear()
+config.update(_resolved)
+EXPERIMENTS = experiments.experiment_names()
 ENABLED = [
     name
     for name in EXPERIMENTS
@@ -121,6 +51,11 @@ LOGS = f"{config['output']['logs']}/{PROFILE}"
 #: Software environment of every job for --sw-deployment-method conda (relative to workflows/*.smk):
 #: the users' environment.yml, which installs this checkout with its workflow extras.
 CONDA_ENV = "../environment.yml"
+
+
+def experiment_caption(name):
+    """The report caption of experiment ``name``'s figure (its module's CAPTION)."""
+    return experiments.get(name).CAPTION
 
 
 def section(name):

@@ -12,11 +12,10 @@ functions here, so everything the workflow does can be run and tested without Sn
   written as the audit and Table 1 (Markdown, CSV, LaTeX) with provenance;
 - :func:`tee_output`: copy progress printed by the experiments to a log file as well as the terminal.
 
-Experiment config sections (``experiments.<name>`` in ``config/*.yaml``) carry, besides the
-experiment's own keys and its ``seed``/``seeds``, the workflow-only keys ``enabled``, ``threads``,
-``mem_mb``, ``runtime`` and ``shard_by`` (see ``workflows/schema/config.schema.yaml``).
-``compute`` and ``plot`` receive the section without the workflow-only keys
-(:func:`experiment_config`); provenance hashes that same dict.
+Experiment config sections, as resolved by :func:`flatmin.config.check_config`, carry the job keys
+(``enabled``, ``threads``, ``mem_mb``, ``runtime``, ``shard_by``) and the experiment's full settings.
+``compute`` and ``plot`` receive the section without the job keys (:func:`experiment_config`);
+provenance hashes that same dict.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import importlib
-import importlib.util
 import io
 import os
 import sys
@@ -36,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flatmin import experiments
 from flatmin import provenance as prov
-from flatmin.experiments import EXPERIMENTS
+from flatmin._files import import_file
+from flatmin.config import JOB_KEYS
 
-#: Section keys read by the workflow only; they are removed before the experiment sees the section.
-WORKFLOW_ONLY_KEYS = ("enabled", "threads", "mem_mb", "runtime", "shard_by")
 FIGURE_FORMATS = ("pdf", "png")
 PNG_DPI = 150
 
@@ -79,20 +76,7 @@ def import_problem_modules(paths: Sequence[str | os.PathLike], base: str | os.Pa
         path = (base / Path(raw)).resolve()
         if not path.is_file():
             raise WorkflowConfigError(f"problem_modules: file {str(raw)!r} not found (looked for {path})")
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-        name = f"flatmin_user_problems.{path.stem}_{digest}"
-        if name in sys.modules:
-            modules.append(sys.modules[name])
-            continue
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-        modules.append(module)
+        modules.append(import_file(path, "flatmin_user_problems"))
     return modules
 
 
@@ -127,9 +111,11 @@ def configure_jax(cache_dir: str | os.PathLike | None, threads: int = 1, min_com
 
 
 def prepare(config: Mapping, threads: int = 1) -> None:
-    """Everything a workflow job does before its real work: JAX set-up, then the user's problems."""
+    """Everything a workflow job does before its real work: JAX set-up, then the user's problems and
+    experiments."""
     configure_jax(config.get("jax_cache_dir"), threads)
     import_problem_modules(config.get("problem_modules") or [])
+    experiments.load_experiment_files(config.get("experiment_modules") or [])
 
 
 @contextlib.contextmanager
@@ -179,32 +165,9 @@ def tee_output(log_path: str | os.PathLike | None) -> Iterator[None]:
 # Sections
 
 
-def experiment_module(name: str):
-    """``flatmin.experiments.<name>``, checked to follow the contract (``compute`` and ``plot``)."""
-    if name not in EXPERIMENTS:
-        raise WorkflowConfigError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-    module = importlib.import_module(f"flatmin.experiments.{name}")
-    for function in ("compute", "plot"):
-        if not callable(getattr(module, function, None)):
-            raise TypeError(f"flatmin.experiments.{name} has no {function}() (see flatmin.experiments)")
-    return module
-
-
 def experiment_config(section: Mapping) -> dict:
-    """The section as the experiment sees it: without :data:`WORKFLOW_ONLY_KEYS`."""
-    return {key: value for key, value in section.items() if key not in WORKFLOW_ONLY_KEYS}
-
-
-def module_preset(module, profile: str) -> dict | None:
-    """An experiment module's own settings for ``profile`` (``"paper"`` or ``"quick"``), if it ships
-    them: ``PAPER_CONFIG`` / ``QUICK_CONFIG``, else ``make_config(profile)``; without workflow-only keys.
-    ``workflows/scripts/sync_config.py`` copies them into the config files."""
-    attr = f"{profile.upper()}_CONFIG"
-    if hasattr(module, attr):
-        return experiment_config(getattr(module, attr))
-    if callable(getattr(module, "make_config", None)):
-        return experiment_config(module.make_config(profile))
-    return None
+    """The section as the experiment sees it: without the job keys (:data:`flatmin.config.JOB_KEYS`)."""
+    return {key: value for key, value in section.items() if key not in JOB_KEYS}
 
 
 def section_seeds(section: Mapping) -> list[int] | dict:
@@ -258,7 +221,7 @@ def compute_to_csv(
     shard when the section is one entry of a ``shard_by`` split (``workflows/shard.smk``).
     """
     started = time.time()
-    module = experiment_module(name)
+    module = experiments.get(name)
     config_in = experiment_config(section)
     print(f"[{name}] compute{'' if shard is None else f' shard {shard}'} -> {csv_path}", file=sys.stderr, flush=True)
     frame = _check_table(module.compute(config_in), name)
@@ -318,7 +281,7 @@ def plot_to_files(name: str, section: Mapping, csv_path, outputs: Sequence) -> N
     import matplotlib.pyplot as plt
 
     started = time.time()
-    module = experiment_module(name)
+    module = experiments.get(name)
     config_in = experiment_config(section)
     figure = module.plot(pd.read_csv(csv_path), config_in)
     try:

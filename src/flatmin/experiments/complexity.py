@@ -9,11 +9,7 @@ uniformly drawn output ``x_hat`` is flat). SA's iterates are measured after its 
 bound must hold on each and is attained on the ramp), and d on the ramp for RS and SA at one eps
 (SA's count falls like 1/d, RS's does not: SA's lead grows like d).
 
-Config keys: ``seeds``, ``records`` (checkpoints per run), ``flat_refine`` (flat tests per checkpoint
-interval when locating the first flat step; 1: checkpoints only), ``constants`` (per algorithm, with
-``cT``), ``final_gd_steps``, ``eps_sweep`` (``{eps: {algorithm: [eps...]}, instances: [spec + label, and
-optionally its own eps lists and ``constants`` overriding the section's per algorithm]}``),
-``dim_sweep`` (``{instance: spec, dim_param, values, eps, algorithms}``).
+Settings: :class:`Settings` (paper values) and ``PRESETS["quick"]``.
 """
 
 from __future__ import annotations
@@ -21,50 +17,94 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
 
 import flatmin
+import flatmin.settings
 from flatmin.analysis import exponent
 from flatmin.experiments._sweeps import make_instance, progress, schedule
 from flatmin.plotting import check_finite, log_log
+from flatmin.settings import (
+    ConstantsPerAlgorithm, Count, DimValues, EpsLists, Identifier, Instance, LabelledProblem, Seeds, Spec,
+    TheoryAlgorithm,
+)
+
+ORDER = 3
+CAPTION = (
+    "E3, iteration complexity (Table 1, Theorems 1 and 2): steps to the first (eps, sqrt(eps))-flat "
+    "iterate against eps and against d, on the ramp and bowl valleys, the hyperbola and the diagonal "
+    "linear net (eps; RS only on the net) and on the ramp (d), over many seeds, with log-log fits, "
+    "bootstrap confidence intervals and the theory lines."
+)
 
 _RAMP = {"name": "valley_ramp", "params": {"m": 1, "k": 7}, "eps_param": "eps", "label": "ramp"}
-PAPER_CONFIG = {
-    "enabled": True,
-    "seeds": 16,
-    "records": 200,
-    "flat_refine": 20,
+_INSTANCES = [
+    _RAMP,
+    {"name": "valley_bowl", "params": {"m": 1, "k": 7}, "label": "bowl"},
+    # d = 2: d^3 eps < 1 at SA's default grid, where its budget grows like eps^-3 / d^4.
+    {"name": "hyperbola", "params": {"depth": 2}, "label": "hyperbola",
+     "eps": {"rs": [0.01, 0.014, 0.02, 0.028, 0.04], "sa": [0.02, 0.028, 0.04]}},
+    # d = 60, trbar 4.49 -> 0.238: a long way along X*, hence a larger cT (RS is flat at 45% of
+    # its budget at eps = 0.08 with cT = 60). RS only: SA's per-sample kicks leave its iterates
+    # ~0.2 from Phi even after 500 GD steps (GD converges slowly near the sparse minima), so
+    # the distance form of the flat test fails although its trbar reaches 0.243.
+    {"name": "diagonal_net", "params": {"n": 10, "p": 30, "sparsity": 3, "seed": 0},
+     "label": "diagonal_net", "eps": {"rs": [0.04, 0.056, 0.08]}, "constants": {"rs": {"cT": 40.0}}},
+]
+
+
+class EpsSweep(Spec):
+    eps: EpsLists = Field(description="eps values per algorithm, {rs: [eps...], sa: [eps...]}, for instances "
+                          "without their own eps")
+    instances: list[Instance] = Field(min_length=1, description=(
+        "the problems, a non-empty list of {name, params, eps_param?, label, eps?, constants?}"))
+
+
+class DimSweep(Spec):
+    instance: LabelledProblem = Field(description="the problem, {name, params, eps_param?, label}")
+    dim_param: Identifier = Field(description="the problem's keyword argument that sets the dimension (e.g. the valley's k)")
+    values: DimValues = Field(min_length=1, description="values of dim_param, a non-empty list of integers >= 1")
+    eps: float = Field(gt=0, description="the target accuracy of the d sweep, a number > 0")
+    algorithms: list[TheoryAlgorithm] = Field(min_length=1, description=(
+        "the algorithms of the d sweep, a non-empty list of distinct names from rs, sa"))
+
+    @field_validator("algorithms")
+    @classmethod
+    def _distinct(cls, algorithms):
+        if len(set(algorithms)) != len(algorithms):
+            raise ValueError(f"algorithms must be distinct, got {algorithms}")
+        return algorithms
+
+
+class Settings(flatmin.settings.Settings):
+    seeds: Seeds = Field(16, description="seeds of every run: an integer n >= 1 (seeds 0..n-1) or a non-empty list "
+                         "of distinct integers >= 0")
+    records: Count = Field(200, ge=1, description="checkpoints per run (record_every = budget // records), an integer >= 1")
+    flat_refine: Count = Field(20, ge=1, description=(
+        "flat tests per checkpoint interval when locating the first flat step (flat_resolution = "
+        "record_every // flat_refine; 1 = checkpoints only), an integer >= 1"))
     # SA's eps0 gate is closed on ~5/6 of the steps here (its per-sample kicks are n times larger
     # than the full gradient's), hence its larger budget constant.
-    "constants": {"rs": {"cT": 1.0}, "sa": {"cT": 12.0}},
-    "final_gd_steps": 20,
-    "eps_sweep": {
-        "eps": {"rs": [0.01, 0.014, 0.02, 0.028, 0.04], "sa": [0.002, 0.0028, 0.004, 0.0056, 0.008]},
-        "instances": [
-            _RAMP,
-            {"name": "valley_bowl", "params": {"m": 1, "k": 7}, "label": "bowl"},
-            # d = 2: d^3 eps < 1 at SA's default grid, where its budget grows like eps^-3 / d^4.
-            {"name": "hyperbola", "params": {"depth": 2}, "label": "hyperbola",
-             "eps": {"rs": [0.01, 0.014, 0.02, 0.028, 0.04], "sa": [0.02, 0.028, 0.04]}},
-            # d = 60, trbar 4.49 -> 0.238: a long way along X*, hence a larger cT (RS is flat at 45% of
-            # its budget at eps = 0.08 with cT = 60). RS only: SA's per-sample kicks leave its iterates
-            # ~0.2 from Phi even after 500 GD steps (GD converges slowly near the sparse minima), so
-            # the distance form of the flat test fails although its trbar reaches 0.243.
-            {"name": "diagonal_net", "params": {"n": 10, "p": 30, "sparsity": 3, "seed": 0},
-             "label": "diagonal_net", "eps": {"rs": [0.04, 0.056, 0.08]}, "constants": {"rs": {"cT": 40.0}}},
-        ],
+    constants: ConstantsPerAlgorithm = Field({"rs": {"cT": 1.0}, "sa": {"cT": 12.0}}, description=(
+        "theory constants per algorithm, {rs: {cT: ...}, sa: {cT: ...}} (one entry per algorithm run)"))
+    final_gd_steps: Count = Field(20, ge=0, description=(
+        "plain GD steps after each SA checkpoint (Algorithm 2's last phase), an integer >= 0"))
+    eps_sweep: EpsSweep = Field(
+        {"eps": {"rs": [0.01, 0.014, 0.02, 0.028, 0.04], "sa": [0.002, 0.0028, 0.004, 0.0056, 0.008]},
+         "instances": _INSTANCES},
+        description="eps sweep: {eps: {rs: [eps...], sa: [eps...]}, instances: [instance...]}")
+    dim_sweep: DimSweep = Field(
+        {"instance": _RAMP, "dim_param": "k", "values": [3, 7, 15, 31], "eps": 0.02, "algorithms": ["rs", "sa"]},
+        description="d sweep at one eps: {instance, dim_param, values, eps, algorithms}")
+
+
+PRESETS = {
+    "quick": {
+        "seeds": 8,
+        "records": 100,
+        "eps_sweep": {"eps": {"rs": [0.02, 0.028, 0.04], "sa": [0.004, 0.0056, 0.008]}, "instances": [_RAMP]},
+        "dim_sweep": {"instance": _RAMP, "dim_param": "k", "values": [3, 15], "eps": 0.04, "algorithms": ["rs", "sa"]},
     },
-    "dim_sweep": {"instance": _RAMP, "dim_param": "k", "values": [3, 7, 15, 31], "eps": 0.02,
-                  "algorithms": ["rs", "sa"]},
-}
-QUICK_CONFIG = {
-    **PAPER_CONFIG,
-    "seeds": 8,
-    "records": 100,
-    "eps_sweep": {
-        "eps": {"rs": [0.02, 0.028, 0.04], "sa": [0.004, 0.0056, 0.008]},
-        "instances": PAPER_CONFIG["eps_sweep"]["instances"][:1],
-    },
-    "dim_sweep": {**PAPER_CONFIG["dim_sweep"], "values": [3, 15], "eps": 0.04},
 }
 
 

@@ -8,11 +8,7 @@ number of steps the eps0 gate was open: GD steps leave Phi nearly unchanged, and
 gated steps depends on eps through the constants ``c0``, ``c2``). The lemmas predict ``Omega(eps^3)`` for RS and
 ``Omega(d min{1, eps d^3} eps^2)`` for SA while the iterate is not flat.
 
-Config keys: ``seeds`` (count), ``problem`` (spec, see :mod:`._sweeps`), ``eps`` (per algorithm,
-a list: SA's budget is so much smaller that its window needs a smaller eps to span many steps),
-``constants`` (per algorithm, :func:`flatmin.theory_params` constants),
-``window_fraction``, ``dim_sweep`` (``{dim_param, values, eps: {algorithm: eps}}``: the same at a
-fixed eps per algorithm across d).
+Settings: :class:`Settings` (paper values) and ``PRESETS["quick"]``.
 """
 
 from __future__ import annotations
@@ -22,28 +18,60 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 import flatmin
+import flatmin.settings
 from flatmin.analysis import exponent
 from flatmin.experiments._sweeps import make_instance, progress, schedule
 from flatmin.plotting import check_finite, log_log
+from flatmin.settings import ConstantsPerAlgorithm, DimValues, EpsLists, Identifier, Seeds, Spec, SweepProblem
 from flatmin.theory import decrease_bound
 
-_RAMP = {"name": "valley_ramp", "params": {"m": 1, "k": 7}, "eps_param": "eps"}
-PAPER_CONFIG = {
-    "enabled": True,
-    "seeds": 16,
-    "problem": _RAMP,
-    "eps": {"rs": [0.01, 0.014, 0.02, 0.028, 0.04], "sa": [0.002, 0.0028, 0.004, 0.0056, 0.008]},
-    "constants": {"rs": {}, "sa": {}},
-    "window_fraction": 0.05,
-    "dim_sweep": {"dim_param": "k", "values": [7, 15, 31, 63], "eps": {"rs": 0.02, "sa": 0.002}},
-}
-QUICK_CONFIG = {
-    **PAPER_CONFIG,
-    "seeds": 8,
-    "eps": {"rs": [0.02, 0.028, 0.04], "sa": [0.004, 0.0056, 0.008]},
-    "dim_sweep": {"dim_param": "k", "values": [7, 31], "eps": {"sa": 0.004}},
+ORDER = 2
+CAPTION = (
+    "E2, per-step decrease of trbar(Phi(x_t)) under the theory schedules against the target eps and "
+    "against d, with the rates of Lemma 2 (RS, eps^3) and Lemma 4 (SA, d min{1, eps d^3} eps^2) drawn "
+    "for comparison."
+)
+
+
+class DimSweepEps(Spec):
+    """The eps of each algorithm in the d sweep; an algorithm left out is not run."""
+
+    rs: float | None = Field(None, gt=0, description="RS's eps in the d sweep, a number > 0")
+    sa: float | None = Field(None, gt=0, description="SA's eps in the d sweep, a number > 0")
+
+
+class DimSweep(Spec):
+    dim_param: Identifier = Field(description="the problem's keyword argument that sets the dimension (e.g. the valley's k)")
+    values: DimValues = Field(min_length=1, description="values of dim_param, a non-empty list of integers >= 1")
+    eps: DimSweepEps = Field(description="the eps of each algorithm, {rs: eps, sa: eps} (an algorithm left out is not run)")
+
+
+class Settings(flatmin.settings.Settings):
+    seeds: Seeds = Field(16, description="seeds of every run: an integer n >= 1 (seeds 0..n-1) or a non-empty list "
+                         "of distinct integers >= 0")
+    problem: SweepProblem = Field({"name": "valley_ramp", "params": {"m": 1, "k": 7}, "eps_param": "eps"},
+                                  description="the problem, {name, params, eps_param?}; eps_param is set to each eps")
+    eps: EpsLists = Field(
+        {"rs": [0.01, 0.014, 0.02, 0.028, 0.04], "sa": [0.002, 0.0028, 0.004, 0.0056, 0.008]},
+        description="eps sweep: eps values per algorithm, {rs: [eps...], sa: [eps...]}")
+    constants: ConstantsPerAlgorithm = Field({"rs": {}, "sa": {}}, description=(
+        "theory constants per algorithm, {rs: {...}, sa: {...}} (one entry per algorithm run)"))
+    window_fraction: float = Field(0.05, gt=0, le=1, description=(
+        "the measured window (and the burn-in before it) as a fraction of the step budget, in (0, 1]"))
+    dim_sweep: DimSweep = Field(
+        {"dim_param": "k", "values": [7, 15, 31, 63], "eps": {"rs": 0.02, "sa": 0.002}},
+        description="d sweep at a fixed eps per algorithm: {dim_param, values, eps: {rs: eps, sa: eps}}")
+
+
+PRESETS = {
+    "quick": {
+        "seeds": 8,
+        "eps": {"rs": [0.02, 0.028, 0.04], "sa": [0.004, 0.0056, 0.008]},
+        "dim_sweep": {"dim_param": "k", "values": [7, 31], "eps": {"sa": 0.004}},
+    },
 }
 
 

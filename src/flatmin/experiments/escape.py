@@ -47,95 +47,133 @@ flatmin.experiments.escape --profile quick --out DIR``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
+from typing import Annotated, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
+import flatmin.settings
 from flatmin import nets
 from flatmin.curvature import hessian_trace
 from flatmin.model_flatness import model_flatness
 from flatmin.perturbed import value_and_perturbed_grad
+from flatmin.settings import Count, Spec
 
-#: Every knob of the experiment, with the "paper" defaults (CPU scale). Keys:
-#:
-#: data / model
-#:   ``data``: "mnist1d" (offline make_dataset) or "digits" (scikit-learn). ``n_train`` / ``n_test``:
-#:   split sizes. ``data_seed``: seeds the MNIST-1D generator and the split.
-#:   ``width``, ``depth``: hidden layers of the MLP; ``activation``: "tanh" (smooth, default), "relu",
-#:   "gelu", "softplus"; ``loss``: training loss of the clean phase and of the escape, "mse" (half squared
-#:   error to one-hot) or "ce"; ``init_seed``, ``init_scale``: initialization (LeCun normal x scale).
-#: bad minimizer
-#:   ``confusion_repeats`` (copies of the training inputs), ``confusion_zero_frac`` (fraction of input
-#:   entries zeroed), ``confusion_loss`` ("ce"), ``confusion_epochs``, ``confusion_lr``,
-#:   ``confusion_batch``: the confusion pre-training (plain SGD, fixed number of epochs).
-#: clean training (bad minimizer from the pre-trained point, normal minimizer from the initialization)
-#:   ``clean_lr``, ``clean_batch``, ``clean_max_epochs`` (give up after), ``clean_extra_epochs`` (more
-#:   epochs after 100% training accuracy is reached, to get close to an interpolating minimum).
-#: escape
-#:   ``eta``: the constant step size of every method; ``steps``; ``num_checkpoints`` (equally spaced,
-#:   plus step 0); ``seeds``: number of seeds; ``runs``: list of ``{"method": "sgd"|"rs"|"sa", "batch": B, "rhos": [...]}``; ``trace_probes``:
-#:   Hutchinson probes per measurement (same probes at every checkpoint: common random numbers);
-#:   ``trace_samples``: training samples in the loss whose trace is estimated (``None``: all).
-#: flatness (Definition 3, :func:`flatmin.model_flatness` on the whole training loss)
-#:   ``flatness_seeds``: end points measured per run, those of seeds ``0..flatness_seeds-1`` (0: the two
-#:   minimizers only); ``flatness_probes``: Rademacher probes of the trace gradient (>= 2).
-#: figure
-#:   ``panel_a``: ``{"rs_rhos": [...], "sa_rhos": [...]}`` the RS and SA curves of panel (a) (batch
-#:   ``panel_batch``);
-#:   ``panel_batch``: batch of panels (a) and (b); ``batch_rho``: rho of panel (c).
-DEFAULT_CONFIG: dict = {
-    "data": "digits",
-    "n_train": 500,
-    "n_test": 1297,
-    "data_seed": 0,
-    "width": 64,
-    "depth": 2,
-    "activation": "tanh",
-    "loss": "mse",
-    "init_seed": 0,
-    "init_scale": 1.0,
-    "confusion_repeats": 20,
-    "confusion_zero_frac": 0.1,
-    "confusion_loss": "ce",
-    "confusion_epochs": 150,
-    "confusion_lr": 0.05,
-    "confusion_batch": 32,
-    "clean_lr": 0.05,
-    "clean_batch": 32,
-    "clean_max_epochs": 2000,
-    "clean_extra_epochs": 500,
-    "eta": 0.002,
-    "steps": 10000,
-    "num_checkpoints": 10,
-    "seeds": 3,
-    "runs": [
-        {"method": "sgd", "batch": 128, "rhos": [0.0]},
-        {"method": "rs", "batch": 128, "rhos": [0.4, 1.0, 4.0]},
-        {"method": "sa", "batch": 128, "rhos": [0.1, 0.2, 0.4]},
-        {"method": "sa", "batch": 64, "rhos": [0.2]},
-        {"method": "sa", "batch": 1, "rhos": [0.2]},
-    ],
-    "trace_probes": 20,
-    "trace_samples": None,
-    "flatness_seeds": 1,
-    "flatness_probes": 100,
-    "panel_a": {"rs_rhos": [0.4, 4.0], "sa_rhos": [0.4]},
-    "panel_batch": 128,
-    "batch_rho": 0.2,
-}
+ORDER = 6
+CAPTION = (
+    "Escape from a sharp global minimizer on real data (the paper's Figure 3 at CPU scale): test "
+    "accuracy and Hessian trace of an MLP started at a badly generalizing minimizer, for SGD, RS and "
+    "SA at batch 128 over several rho and SA at batch 1, 64 and 128, mean and band over seeds. The "
+    "results table also holds Definition 3 measured on the network (flatmin.model_flatness): the "
+    "tangent gradient of the normalized trace, the trace and the top Hessian eigenvalue at both "
+    "minimizers and at seed 0's end point of every run."
+)
 
-#: Named configurations: overrides of :data:`DEFAULT_CONFIG`. "quick" keeps the minimizers of
-#: "paper" (same data, model and construction) and shortens the escape runs.
-PROFILES: dict[str, dict] = {
-    "paper": {},
+METHODS = ("sgd", "rs", "sa")
+METRICS = ("train_acc", "test_acc", "loss", "trace", "trace_se")
+FLATNESS = ("top_eigenvalue", "top_eigenvalue_residual", "tangent_grad_norm", "tangent_grad_norm_se")
+
+Loss = Literal["mse", "ce"]
+
+
+class RunGroup(Spec):
+    method: Literal["sgd", "rs", "sa"] = Field(description="the method of the group, one of sgd, rs, sa")
+    batch: Count = Field(ge=1, description="mini-batch size of the group, an integer in [1, n_train]")
+    rhos: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(min_length=1, description=(
+        "perturbation radii of the group, a non-empty list of finite numbers >= 0 (0 is SGD)"))
+
+
+class PanelA(Spec):
+    rs_rhos: list[Annotated[float, Field(ge=0)]] = Field(description=(
+        "rhos of the RS curves in panel (a), a list of numbers >= 0 (among the RS runs' rhos)"))
+    sa_rhos: list[Annotated[float, Field(ge=0)]] = Field(description=(
+        "rhos of the SA curves in panel (a), a list of numbers >= 0 (among the SA runs' rhos)"))
+
+
+class Settings(flatmin.settings.Settings):
+    """Every knob of the experiment; the defaults are the paper profile (CPU scale)."""
+
+    # data / model
+    data: Literal["mnist1d", "digits"] = Field("digits", description=(
+        "the data set, mnist1d (generated offline) or digits (scikit-learn, n_train + n_test <= 1797)"))
+    n_train: Count = Field(500, ge=1, description="size of the training split, an integer >= 1")
+    n_test: Count = Field(1297, ge=1, description="size of the test split, an integer >= 1")
+    data_seed: Count = Field(0, ge=0, description=(
+        "seed of the MNIST-1D generator, the split and the confusion set, an integer >= 0"))
+    width: Count = Field(64, ge=1, description="width of each hidden layer of the MLP, an integer >= 1")
+    depth: Count = Field(2, ge=1, description="number of hidden layers of the MLP, an integer >= 1")
+    activation: Literal["tanh", "relu", "gelu", "softplus"] = Field("tanh", description=(
+        "activation of the MLP, one of tanh (smooth, the default), relu, gelu, softplus"))
+    loss: Loss = Field("mse", description=(
+        "training loss of the clean phase and of the escape, mse (half squared error to one-hot) or ce"))
+    init_seed: Count = Field(0, ge=0, description=(
+        "seed of the initialization (and of the pre-training and clean SGD), an integer >= 0"))
+    init_scale: float = Field(1.0, gt=0, description="scale of the LeCun normal initialization, a number > 0")
+    # bad minimizer: the confusion pre-training (plain SGD, a fixed number of epochs)
+    confusion_repeats: Count = Field(20, ge=1, description="copies of the training inputs in the confusion set, an integer >= 1")
+    confusion_zero_frac: float = Field(0.1, ge=0, lt=1, description=(
+        "fraction of the confusion set's input entries zeroed, a number in [0, 1)"))
+    confusion_loss: Loss = Field("ce", description="loss of the confusion pre-training, ce or mse")
+    confusion_epochs: Count = Field(150, ge=0, description="epochs of the confusion pre-training, an integer >= 0")
+    confusion_lr: float = Field(0.05, gt=0, description="step size of the confusion pre-training, a number > 0")
+    confusion_batch: Count = Field(32, ge=1, description="batch size of the confusion pre-training, an integer >= 1")
+    # clean training: the bad minimizer from the pre-trained point, the normal one from the initialization
+    clean_lr: float = Field(0.05, gt=0, description="step size of the clean training (both minimizers), a number > 0")
+    clean_batch: Count = Field(32, ge=1, description="batch size of the clean training, an integer >= 1")
+    clean_max_epochs: Count = Field(2000, ge=1, description=(
+        "epochs after which the clean training gives up reaching 100% training accuracy, an integer >= 1"))
+    clean_extra_epochs: Count = Field(500, ge=0, description=(
+        "epochs of clean training after 100% training accuracy is reached (to get close to an interpolating "
+        "minimum), an integer >= 0"))
+    # escape
+    eta: float = Field(0.002, gt=0, description="the constant step size of every method in the escape, a number > 0")
+    steps: Count = Field(10000, ge=1, description="steps of every escape run, an integer >= 1")
+    num_checkpoints: Count = Field(10, ge=1, description="equally spaced checkpoints of each run (plus step 0), an integer >= 1")
+    seeds: Count = Field(3, ge=1, description="number of seeds n of every run (seeds 0..n-1), an integer >= 1")
+    runs: list[RunGroup] = Field(
+        [{"method": "sgd", "batch": 128, "rhos": [0.0]},
+         {"method": "rs", "batch": 128, "rhos": [0.4, 1.0, 4.0]},
+         {"method": "sa", "batch": 128, "rhos": [0.1, 0.2, 0.4]},
+         {"method": "sa", "batch": 64, "rhos": [0.2]},
+         {"method": "sa", "batch": 1, "rhos": [0.2]}],
+        min_length=1, description="the escape runs, a non-empty list of {method: sgd|rs|sa, batch: B, rhos: [rho...]}")
+    trace_probes: Count = Field(20, ge=2, description=(
+        "Hutchinson probes per trace measurement (the same at every checkpoint: common random numbers), an "
+        "integer >= 2 (the standard error needs two)"))
+    trace_samples: Count | None = Field(None, ge=1, description=(
+        "training samples in the loss whose trace is estimated, an integer >= 1 or null (all)"))
+    # Definition 3 at the minimizers and the end points (flatmin.model_flatness on the whole training loss)
+    flatness_seeds: Count = Field(1, ge=0, description=(
+        "end points measured per run (seeds 0..flatness_seeds-1; 0 for the two minimizers only), an integer "
+        ">= 0 and <= seeds"))
+    flatness_probes: Count = Field(100, ge=2, description=(
+        "Rademacher probes of the trace gradient at each measured point, an integer >= 2"))
+    # figure
+    panel_a: PanelA = Field({"rs_rhos": [0.4, 4.0], "sa_rhos": [0.4]}, description=(
+        "the RS and SA curves of panel (a), {rs_rhos, sa_rhos}"))
+    panel_batch: Count = Field(128, ge=1, description="batch size of panels (a) and (b), an integer >= 1 (one of the runs' batches)")
+    batch_rho: float = Field(0.2, ge=0, description="rho of panel (c) (SA at every batch size), a number >= 0")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for group in self.runs:
+            if group.batch > self.n_train:
+                raise ValueError(f"runs: batch {group.batch} of the {group.method} group exceeds n_train = {self.n_train}")
+        if self.flatness_seeds > self.seeds:
+            raise ValueError(f"flatness_seeds = {self.flatness_seeds} exceeds seeds = {self.seeds}")
+        return self
+
+
+#: "quick" keeps the minimizers of the paper profile (same data, model and construction) and shortens
+#: the escape runs.
+PRESETS = {
     "quick": {
         "steps": 2500,
         "num_checkpoints": 5,
@@ -152,42 +190,13 @@ PROFILES: dict[str, dict] = {
     },
 }
 
-METHODS = ("sgd", "rs", "sa")
-METRICS = ("train_acc", "test_acc", "loss", "trace", "trace_se")
-FLATNESS = ("top_eigenvalue", "top_eigenvalue_residual", "tangent_grad_norm", "tangent_grad_norm_se")
-
 
 def make_config(profile: str = "paper", **overrides) -> dict:
-    """:data:`DEFAULT_CONFIG` updated with ``PROFILES[profile]`` and then ``overrides``."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
-    config = copy.deepcopy(DEFAULT_CONFIG)
-    config.update(copy.deepcopy(PROFILES[profile]))
-    unknown = set(overrides) - set(DEFAULT_CONFIG)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
-    config.update(copy.deepcopy(overrides))
-    _check_config(config)
-    return config
-
-
-def _check_config(config: dict) -> None:
-    unknown = set(config) - set(DEFAULT_CONFIG)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
-    for run in config["runs"]:
-        if run["method"] not in METHODS:
-            raise ValueError(f"run method must be one of {METHODS}, got {run['method']!r}")
-        if not 1 <= int(run["batch"]) <= int(config["n_train"]):
-            raise ValueError(f"run batch must lie in [1, n_train], got {run['batch']!r}")
-        if any(r < 0 or not math.isfinite(r) for r in run["rhos"]):
-            raise ValueError(f"rhos must be finite and >= 0, got {run['rhos']!r}")
-    if config["steps"] < 1 or config["num_checkpoints"] < 1 or config["seeds"] < 1:
-        raise ValueError("steps, num_checkpoints and seeds must be >= 1")
-    if not 0 <= config["flatness_seeds"] <= config["seeds"]:
-        raise ValueError(f"flatness_seeds must lie in [0, seeds={config['seeds']}], got {config['flatness_seeds']!r}")
-    if config["flatness_probes"] < 2:
-        raise ValueError(f"flatness_probes must be >= 2, got {config['flatness_probes']!r}")
+    """The resolved :class:`Settings` of preset ``profile`` ("paper" or one of :data:`PRESETS`) with
+    ``overrides``. Raises ValueError for an unknown profile or key, or an invalid value."""
+    if profile != "paper" and profile not in PRESETS:
+        raise ValueError(f"unknown profile {profile!r}; choose from paper, {', '.join(PRESETS)}")
+    return Settings.resolve(PRESETS.get(profile, {}), overrides).as_dict()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,8 +438,7 @@ def run_experiment(config: dict | None = None, verbose: bool = False) -> dict:
     method, batch, rho, seed, step, train_acc, test_acc, loss, trace, trace_se), "flatness"
     (:func:`flatness_rows`), "timings" (seconds), "info"}``.
     """
-    config = make_config() if config is None else config
-    _check_config(config)
+    config = make_config() if config is None else Settings.model_validate(config).as_dict()
     t_all = time.perf_counter()
     built = build_minimizers(config)
     timings = dict(built["times"])
@@ -641,7 +649,7 @@ def plot_escape(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | 
     values = escape[list(METRICS)].to_numpy(dtype=float)
     if not np.all(np.isfinite(values)):
         raise ValueError("escape results hold non-finite values; refusing to plot them silently")
-    config = {**DEFAULT_CONFIG, **config}
+    config = Settings.resolve(config).as_dict()
     fig, axes = plt.subplots(3, 3, figsize=(13, 8.6), sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.6]})
     B = config["panel_batch"]
 
@@ -758,7 +766,7 @@ def save_results(result: dict, out: Path) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="paper", choices=sorted(PROFILES))
+    parser.add_argument("--profile", default="paper", choices=["paper", *PRESETS])
     parser.add_argument("--out", type=Path, required=True, help="folder for csv/json/png outputs")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                         help="config overrides as JSON values, e.g. steps=1000 seeds=1")

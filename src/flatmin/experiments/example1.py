@@ -17,7 +17,7 @@ which the tests check against): the table lists named points with ``f``, ``||gra
 - ``f(x)`` from the same starts (they land on ``X*``, each with its own trace: ``f`` alone does not
   select the flattest minimum).
 
-Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG``; checked by ``$defs/example1`` of the workflow schema):
+Settings (:class:`Settings`, whose defaults are the paper profile's; ``PRESETS["quick"]``):
 
 ``seed``
     integer >= 0, the seed of the random starts.
@@ -50,9 +50,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scipy.optimize
+from pydantic import Field, field_validator
 
 import flatmin
+import flatmin.settings
 from flatmin.experiments._sweeps import progress
+from flatmin.settings import Count, ProblemSpec, Spec
 
 COLUMNS = ("point", "source", "x1", "x2", "t", "loss", "grad_norm", "trace", "trbar", "hess_eig_min",
            "hess_eig_max", "on_minima")
@@ -60,16 +63,40 @@ COLUMNS = ("point", "source", "x1", "x2", "t", "loss", "grad_norm", "trace", "tr
 #: ``|f| <= MINIMA_TOL`` counts as on the minima ``X*`` (column ``on_minima``).
 MINIMA_TOL = 1e-10
 
-PAPER_CONFIG = {
-    "enabled": True,
-    "seed": 0,
-    "problem": {"name": "hyperbola", "params": {"depth": 2}},
-    "num_starts": 16,
-    "start_scale": 2.0,
-    "t_range": [0.01, 100.0],
-    "grid": {"extent": 2.5, "points": 401},
-}
-QUICK_CONFIG = {**PAPER_CONFIG, "num_starts": 4, "grid": {"extent": 2.5, "points": 121}}
+ORDER = 5
+CAPTION = (
+    "E5, Example 1: for f(x1, x2) = (x1 x2 - 1)^2 the minima of f (the hyperbola x1 x2 = 1) and the "
+    "minimum of the trace of the Hessian (the origin) are disjoint; along the minima the trace is "
+    "smallest at +-(1, 1)."
+)
+
+
+class Grid(Spec):
+    extent: float = Field(gt=0, description="half-width of the square window, a number > 0")
+    points: Count = Field(ge=11, description="grid points per axis, an integer >= 11")
+
+
+class Settings(flatmin.settings.Settings):
+    seed: Count = Field(0, ge=0, description="seed of the random starts of the plane searches, an integer >= 0")
+    problem: ProblemSpec = Field({"name": "hyperbola", "params": {"depth": 2}}, description=(
+        "the 2-D problem, {name, params} (default the depth-2 hyperbola, f = (x1 x2 - 1)^2)"))
+    num_starts: Count = Field(16, ge=1, description=(
+        "random starts of the numerical minimization of trbar and of f over the plane, an integer >= 1"))
+    start_scale: float = Field(2.0, gt=0, description="standard deviation of the random starts, a number > 0")
+    t_range: list[float] = Field([0.01, 100.0], min_length=2, max_length=2, description=(
+        "search interval [t_min, t_max] of |t| on each branch (t, 1/t) of the minima, 0 < t_min < 1 < t_max"))
+    grid: Grid = Field({"extent": 2.5, "points": 401}, description=(
+        "the picture's grid, {extent, points}: window [-extent, extent]^2, points per axis"))
+
+    @field_validator("t_range")
+    @classmethod
+    def _brackets_one(cls, t_range):
+        if not 0 < t_range[0] < 1 < t_range[1]:
+            raise ValueError(f"t_range must satisfy 0 < t_min < 1 < t_max, got {t_range}")
+        return t_range
+
+
+PRESETS = {"quick": {"num_starts": 4, "grid": {"extent": 2.5, "points": 121}}}
 
 
 

@@ -30,7 +30,7 @@ references are repeated on every row of a problem: ``reference_error`` and ``ref
 flattest interpolator (diagonal net: the LP solution; matrix sensing: the ground truth
 ``[U*, 0]``), ``start_error`` and ``start_trace`` of the sharp start.
 
-Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG``; checked by ``$defs/generalization`` of the workflow schema):
+Settings (:class:`Settings`, whose defaults are the paper profile's; ``PRESETS["quick"]``):
 
 ``seeds``
     integer ``S`` or list of distinct integers: the algorithms' seeds.
@@ -58,8 +58,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scipy.stats
+from pydantic import Field, field_validator
 
 import flatmin
+import flatmin.settings
 from flatmin.experiments._sweeps import progress
 from flatmin.experiments.trajectories import (
     COLORS,
@@ -70,6 +72,7 @@ from flatmin.experiments.trajectories import (
 )
 from flatmin.problems.diagonal_net import diagonal_net_data
 from flatmin.problems.matrix_sensing import matrix_sensing_data
+from flatmin.settings import Count, RunInstance, Seeds
 
 POINTS = ("iterate", "after_gd", "limit")
 COLUMNS = ("instance", "problem", "dim", "algorithm", "seed", "step", "point", "eta", "rho", "loss",
@@ -98,21 +101,52 @@ _SENSING = {
     "shared": {"eta": 0.1, "eta_prime": 0.1, "rho": 0.05, "eps0": 1.0, "batch_size": 1},
     "algorithms": {"gd": {}, "rs": {}, "sa": {}},
 }
-PAPER_CONFIG = {
-    "enabled": True,
-    "seeds": 4,
-    "start_seed": 0,
-    "instances": [_DIAG, _SENSING],
-    "final_gd_steps": 3000,
-    "phi_checkpoints": 3,
-}
-QUICK_CONFIG = {
-    **PAPER_CONFIG,
-    "seeds": 2,
-    "instances": [{**_DIAG, "steps": 12000, "record_every": 600},
-                  {**_SENSING, "steps": 4000, "record_every": 200}],
-    "final_gd_steps": 1000,
-    "phi_checkpoints": 0,
+
+
+ORDER = 7
+CAPTION = (
+    "E6, flat minima generalize: on a diagonal linear net (sparse regression) and on matrix sensing "
+    "(rank-1 ground truth), the recovery error of the ground truth and trbar against iterations for "
+    "GD, RS and SA from one sharp interpolator, measured after Algorithm 2's final GD phase (thick, "
+    "mean and 1 SD over seeds), on the raw iterates (thin) and at the exact limit Phi (circles); "
+    "dashed: the flattest interpolator (the weighted basis-pursuit LP's solution; the ground truth)."
+)
+
+
+class RecoveryInstance(RunInstance):
+    @field_validator("problem")
+    @classmethod
+    def _has_recovery_error(cls, problem):
+        if problem.name not in RECOVERY:
+            raise ValueError(f"problem.name must be one of {', '.join(RECOVERY)} (a recovery error is defined "
+                             f"for these), got {problem.name!r}")
+        return problem
+
+
+class Settings(flatmin.settings.Settings):
+    seeds: Seeds = Field(4, description="seeds of the algorithms' randomness (the start is shared), an integer "
+                         "n >= 1 or a list of distinct integers >= 0")
+    start_seed: Count = Field(0, ge=0, description="PRNG key of the problem's initial_point (the shared sharp start), "
+                              "an integer >= 0")
+    instances: list[RecoveryInstance] = Field([_DIAG, _SENSING], min_length=1, description=(
+        "the problems run, a non-empty list of {label, problem, steps, record_every, shared, algorithms} as in "
+        "trajectories; problem.name diagonal_net or matrix_sensing"))
+    final_gd_steps: Count = Field(3000, ge=1, description=(
+        "plain GD steps (step eta) from each checkpoint iterate to the after_gd point (Algorithm 2's final "
+        "phase), an integer >= 1"))
+    phi_checkpoints: Count = Field(3, ge=0, description=(
+        "evenly spaced checkpoints per run where Phi is computed exactly by the gradient flow (slow near the "
+        "sparse minima), an integer >= 0"))
+
+
+PRESETS = {
+    "quick": {
+        "seeds": 2,
+        "instances": [{**_DIAG, "steps": 12000, "record_every": 600},
+                      {**_SENSING, "steps": 4000, "record_every": 200}],
+        "final_gd_steps": 1000,
+        "phi_checkpoints": 0,
+    },
 }
 
 

@@ -11,44 +11,58 @@ Three parts: ``rho`` sweeps of RS and SA on the hyperbola (``part = "rho"``), th
 (``part = "control"``): on the fully observed factorization every minimum is equally flat, so the
 tangential mean must vanish (no drift along the minima).
 
-Config keys: ``seed`` (int), ``draws`` (Monte Carlo draws per point), ``rho_problem`` (``{name,
-params}``, default the hyperbola), ``rho_point`` (a point on its minima), ``rhos`` (list),
-``dim_problem`` (``{name, params}``; its ``k`` is varied), ``dim_point_u`` (the ``u`` of the point),
-``dims`` (list of ``d = m + k``), ``dim_rho``, ``control_problem`` (``{name, params}``, measured at its
-first flattest point, whose tangent space must be one-dimensional), ``control_rho``.
+Settings: :class:`Settings` (paper values) and ``PRESETS["quick"]``.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 import flatmin
+import flatmin.settings
 from flatmin.algorithms import rs_direction, sa_direction
 from flatmin.experiments._sweeps import progress
 from flatmin.plotting import check_finite, log_log
 from flatmin.flatness import normalized_trace, tangent_projector
+from flatmin.settings import Count, ProblemSpec
 
-PAPER_CONFIG = {
-    "enabled": True,
-    "seed": 0,
-    "draws": 400_000,
-    "rho_problem": {"name": "hyperbola", "params": {"depth": 2}},
-    "rho_point": [2.0, 0.5],
-    "rhos": [0.05, 0.1, 0.2, 0.3, 0.4],
-    "dim_problem": {"name": "valley_bowl", "params": {"m": 1}},
-    "dim_point_u": 1.0,
-    "dims": [2, 4, 8, 16, 32],
-    "dim_rho": 0.05,
-    "control_problem": {"name": "factorization", "params": {"m": 6, "r": 2}},
-    "control_rho": 0.1,
-}
-QUICK_CONFIG = {**PAPER_CONFIG, "draws": 40_000, "rhos": [0.1, 0.2, 0.4], "dims": [2, 4, 8]}
+ORDER = 1
+CAPTION = (
+    "E1, estimator identities: the measured tangential mean of the perturbation v against its "
+    "prediction (rho^2/2) dPhi grad trbar for RS and d times that for SA, across the radius rho "
+    "(log-log) and across the dimension d, where the SA/RS ratio grows like d."
+)
+
+
+class Settings(flatmin.settings.Settings):
+    seed: Count = Field(0, ge=0, description="random seed of the Monte Carlo draws, an integer >= 0")
+    draws: Count = Field(400_000, ge=2, description="Monte Carlo draws per point, an integer >= 2 (the standard error needs two)")
+    rho_problem: ProblemSpec = Field({"name": "hyperbola", "params": {"depth": 2}}, description=(
+        "problem of the rho sweep, {name, params}; its tangent space at rho_point must be one-dimensional"))
+    rho_point: list[float] = Field([2.0, 0.5], min_length=1, description=(
+        "a point on the minima of rho_problem, a non-empty list of numbers (its coordinates)"))
+    rhos: list[Annotated[float, Field(gt=0)]] = Field([0.05, 0.1, 0.2, 0.3, 0.4], min_length=1, description=(
+        "perturbation radii of the rho sweep, a non-empty list of numbers > 0"))
+    dim_problem: ProblemSpec = Field({"name": "valley_bowl", "params": {"m": 1}}, description=(
+        "problem of the d sweep, {name, params}; its k is set to d - m (m from params, default 1)"))
+    dim_point_u: float = Field(1.0, description="the u coordinates of the point (u, 0) on dim_problem's minima, a number")
+    dims: list[Annotated[Count, Field(ge=2)]] = Field([2, 4, 8, 16, 32], min_length=1, description=(
+        "dimensions d = m + k of the d sweep, a non-empty list of integers >= 2"))
+    dim_rho: float = Field(0.05, gt=0, description="perturbation radius of the d sweep, a number > 0")
+    control_problem: ProblemSpec = Field({"name": "factorization", "params": {"m": 6, "r": 2}}, description=(
+        "negative control, {name, params}: measured at its first flattest point (one-dimensional tangent space)"))
+    control_rho: float = Field(0.1, gt=0, description="perturbation radius of the negative control, a number > 0")
+
+
+PRESETS = {"quick": {"draws": 40_000, "rhos": [0.1, 0.2, 0.4], "dims": [2, 4, 8]}}
 
 
 def unit_tangent(problem, x_star) -> jax.Array:

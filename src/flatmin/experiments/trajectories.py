@@ -15,8 +15,7 @@ stay at the sharp minimum they converge to; RS, RS without projection, SA and SA
 iterates keep a loss of order ``rho^2`` (SAM's fixed point lies off the minima; ``rs_noproj``'s
 normal kicks are not projected out), which the loss column shows.
 
-Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG`` below are the defaults; the workflow's JSON schema,
-``workflows/schema/config.schema.yaml``, ``$defs/trajectories``, checks them):
+Settings (:class:`Settings`, whose defaults are the paper profile's; ``PRESETS["quick"]``):
 
 ``seeds``
     an integer ``S`` (seeds ``0..S-1``) or a list of distinct integers: the algorithms' seeds.
@@ -47,11 +46,14 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from matplotlib.collections import LineCollection
 
 import flatmin
+import flatmin.settings
 from flatmin.algorithms import DEFAULTS, REQUIRED
 from flatmin.experiments._sweeps import progress
+from flatmin.settings import Count, RunInstance, Seeds, Spec
 
 ALGORITHM_ORDER = ("gd", "sgd", "sam", "rs", "rs_noproj", "sa")
 LABELS = {"gd": "GD", "sgd": "SGD", "sam": "SAM", "rs": "RS (Alg. 1)", "rs_noproj": "RS, no projection",
@@ -90,19 +92,36 @@ _DIAGONAL_NET = {
     "algorithms": {"gd": {}, "sgd": {}, "sam": {"rho": 0.1}, "rs": {}, "rs_noproj": {},
                    "sa": {"rho": 0.1, "batch_size": 1}},
 }
-PAPER_CONFIG = {
-    "enabled": True,
-    "seeds": 8,
-    "start_seed": 0,
-    "instances": [_HYPERBOLA, _DIAGONAL_NET],
-    "coords": 2,
-    "picture": {"instance": "hyperbola", "seed": 0, "xlim": [0.5, 2.3], "ylim": [0.3, 1.5]},
-}
-QUICK_CONFIG = {
-    **PAPER_CONFIG,
-    "seeds": 3,
-    "instances": [{**_HYPERBOLA, "steps": 2000, "record_every": 40}],
-}
+ORDER = 4
+CAPTION = (
+    "E4, trajectories: trbar(Phi(x_t)) and the distance to the flattest point for GD, SGD, SAM, RS, "
+    "RS without projection and SA, with the paths drawn on the hyperbola xy = 1 over the trace along "
+    "it, and on a diagonal linear net (d = 60) with its loss along the run."
+)
+
+
+class Picture(Spec):
+    instance: str = Field(min_length=1, description="label of the instance drawn in the plane (its first two coordinates)")
+    seed: Count = Field(ge=0, description="the seed whose paths are drawn, one of seeds")
+    xlim: list[float] = Field(min_length=2, max_length=2, description="x range of the picture, [low, high]")
+    ylim: list[float] = Field(min_length=2, max_length=2, description="y range of the picture, [low, high]")
+
+
+class Settings(flatmin.settings.Settings):
+    seeds: Seeds = Field(8, description="seeds of the algorithms' randomness (the start is shared), an integer "
+                         "n >= 1 or a list of distinct integers >= 0")
+    start_seed: Count = Field(0, ge=0, description="PRNG key of the problem's initial_point, the start shared by "
+                              "every algorithm and seed, an integer >= 0")
+    instances: list[RunInstance] = Field([_HYPERBOLA, _DIAGONAL_NET], min_length=1, description=(
+        "the problems run, a non-empty list of {label, problem, steps, record_every, shared, algorithms}"))
+    coords: Count = Field(2, ge=2, description=(
+        "number of leading coordinates of the iterates kept in the table (the paths), an integer >= 2"))
+    picture: Picture = Field({"instance": "hyperbola", "seed": 0, "xlim": [0.5, 2.3], "ylim": [0.3, 1.5]},
+                             description="the plane picture: {instance (a label of instances), seed (whose "
+                             "paths are drawn), xlim, ylim}")
+
+
+PRESETS = {"quick": {"seeds": 3, "instances": [{**_HYPERBOLA, "steps": 2000, "record_every": 40}]}}
 
 
 
