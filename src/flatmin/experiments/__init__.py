@@ -10,7 +10,10 @@ Contract of an experiment module ``flatmin.experiments.<name>``:
     The experiment's figure from its results table: labelled axes with units, a caption-ready
     title, no NaN silently dropped (rows with non-finite values raise).
 
-The audit (:mod:`flatmin.claims`) reads the same results tables.
+``CLAIMS: tuple[flatmin.claims.Claim, ...]``
+    The paper's claims this experiment's results table supports, at the end of the module beside the
+    statistics they read; the audit (:func:`flatmin.claims.collect_claims`) gathers them in the order
+    of :data:`EXPERIMENTS`.
 """
 
 EXPERIMENTS = ("identities", "decrease", "complexity", "trajectories", "example1", "escape", "generalization")

@@ -266,3 +266,18 @@ def plot(results: pd.DataFrame, config: dict):
     fig.suptitle("E5 (Example 1): the minima of f (the hyperbola x₁x₂ = 1) and the minimizer of the trace "
                  "(the origin, where f = 1) are disjoint; the flat minima ±(1, 1) minimize the trace on X*")
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The audit's claims on this table (flatmin.claims)
+
+# Imported here, beside the claims they serve.
+from flatmin.claims import Claim, point_estimate  # noqa: E402
+
+CLAIMS = (
+    Claim("example1_disjoint", "Example 1", "The minimizers of the trace are not minima of f: f at the trace "
+          "minimizer (E5; f(0) = 1)", "example1", point_estimate(disjointness_gap), 0.0, 0.0, "above", "> 0"),
+    Claim("example1_flattest_on_minima", "Example 1", "Restricted to the minima x1 x2 = 1, trbar is smallest at "
+          "±(1, 1) with trbar = 2 (E5, larger of the two branch minima)", "example1",
+          point_estimate(lambda results: min_trace_on_minima(results)["trbar"].max()), 2.0, 1e-8, "equal", "2"),
+)

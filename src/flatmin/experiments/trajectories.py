@@ -348,3 +348,38 @@ def _params_text(rows: pd.DataFrame) -> str:
     rhos = [f"{LABELS.get(a, a).split(' (')[0]} {g['rho'].iloc[0]:g}"
             for a, g in rows.groupby("algorithm", sort=False) if g["rho"].iloc[0]]
     return text + ("; ρ: " + ", ".join(rhos) if rhos else "")
+
+
+# --------------------------------------------------------------------------------------------------
+# The audit's claims on this table (flatmin.claims)
+
+# Imported here, beside the claims they serve.
+from flatmin.claims import Claim, NotRun, instance_labels, point_estimate, select  # noqa: E402
+
+
+def _gd_drift(results):
+    """Largest, over the instances GD ran on, of GD's ``max_t |trbar(Phi(x_t)) - trbar(Phi(x_0))|``."""
+    gd = select(results, algorithm="gd")
+    return max(trace_drift(gd, "gd", instance) for instance in instance_labels(gd))
+
+
+def _flatter_than_gd(results):
+    """Smallest margin, over instances and RS, SA, of GD's mean final trace over theirs."""
+    margins = []
+    for instance in instance_labels(results):
+        final = final_trace_by_method(results, instance)
+        if "gd" in final.index:
+            margins += [final["gd"] - final[name] for name in ("rs", "sa") if name in final.index]
+    if not margins:
+        raise NotRun("no instance with GD and RS or SA runs")
+    return min(margins)
+
+
+CLAIMS = (
+    Claim("gd_does_not_move", "§1, Figure 3 (control)", "GD from a sharp minimum stays where it is: largest "
+          "|change of trbar(Phi(x_t))| over checkpoints and seeds (E4)", "trajectories", point_estimate(_gd_drift),
+          1e-6, 0.0, "below", "<= 1e-6"),
+    Claim("rs_sa_flatter_than_gd", "Theorems 1 and 2", "RS and SA end at flatter minima than GD (smallest "
+          "margin of GD's final trbar over theirs, E4)", "trajectories", point_estimate(_flatter_than_gd), 0.0, 0.0,
+          "above", "> 0"),
+)
