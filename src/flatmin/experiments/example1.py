@@ -37,8 +37,8 @@ Results table: one row per point, columns :data:`COLUMNS`; ``point`` is one of
 ``trace_minimizer`` (the origin, closed form), ``flattest_plus`` / ``flattest_minus`` (``±(1,1)``),
 ``sharp`` (``(2, 1/2)``, a sharp minimum), ``branch_min_plus`` / ``branch_min_minus`` (numerical
 minimizers of the trace on ``X*``), ``plane_trace_min_<i>`` and ``plane_loss_min_<i>`` (the
-random-start searches). Statistics for the audit: :func:`point_values`,
-:func:`min_trace_on_minima`, :func:`trace_minimizer_values`, :func:`disjointness_gap`.
+random-start searches). Statistics for the audit (:data:`CLAIMS`): :func:`point_values`,
+:func:`min_trace_on_minima`, :func:`disjointness_gap`.
 """
 
 from __future__ import annotations
@@ -172,13 +172,6 @@ def min_trace_on_minima(results: pd.DataFrame) -> pd.DataFrame:
     (expected 2 at ``t = ±1``), ``loss`` (expected 0) and ``on_minima``."""
     rows = point_values(results).loc[["branch_min_plus", "branch_min_minus"]]
     return rows[["t", "x1", "x2", "trbar", "trace", "loss", "on_minima"]]
-
-
-def trace_minimizer_values(results: pd.DataFrame) -> pd.Series:
-    """The best of the random-start minimizations of the trace over the plane: ``x1, x2``
-    (expected the origin), ``trbar`` (expected 0), ``loss`` (expected ``f(0) = 1``: not a minimum)."""
-    rows = results[results["point"].str.startswith("plane_trace_min_")]
-    return rows.loc[rows["trbar"].idxmin(), ["x1", "x2", "trbar", "loss", "hess_eig_min", "hess_eig_max"]]
 
 
 def disjointness_gap(results: pd.DataFrame) -> float:

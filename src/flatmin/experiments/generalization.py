@@ -45,9 +45,9 @@ Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG``; checked by ``$defs/generalizat
 ``phi_checkpoints``
     integer >= 0: checkpoints per run where ``Phi`` is computed exactly (0: none).
 
-Statistics for the audit: :func:`final_by_method`, :func:`final_error_by_method`,
-:func:`final_trace_by_method`, :func:`error_trace_rank_correlation`, :func:`limit_agreement`,
-:func:`references`.
+Statistics for the audit (:data:`CLAIMS`): :func:`final_by_method`, :func:`references`,
+:func:`error_trace_rank_correlation`; :func:`limit_agreement` measures how well the ``after_gd``
+stand-in the claims read where ``Phi`` was not computed matches the exact ``Phi``.
 """
 
 from __future__ import annotations
@@ -231,16 +231,6 @@ def final_by_method(results: pd.DataFrame, instance: str, point: str = "after_gd
     last = rows.groupby(["algorithm", "seed"]).tail(1).set_index(["algorithm", "seed"]).sort_index()
     return last[["step", "recovery_error", "trace", "loss", "reference_error", "reference_trace",
                  "start_error", "start_trace"]]
-
-
-def final_error_by_method(results: pd.DataFrame, instance: str, point: str = "after_gd") -> pd.Series:
-    """Mean over seeds of the final recovery error per algorithm."""
-    return final_by_method(results, instance, point)["recovery_error"].groupby("algorithm").mean()
-
-
-def final_trace_by_method(results: pd.DataFrame, instance: str, point: str = "after_gd") -> pd.Series:
-    """Mean over seeds of the final ``trbar`` per algorithm."""
-    return final_by_method(results, instance, point)["trace"].groupby("algorithm").mean()
 
 
 def references(results: pd.DataFrame) -> pd.DataFrame:

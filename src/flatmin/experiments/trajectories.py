@@ -37,8 +37,8 @@ Config keys (``PAPER_CONFIG`` / ``QUICK_CONFIG`` below are the defaults; the wor
     ``depth = 2`` hyperbola), the seed whose paths are drawn, and the plot window.
 
 Results table: one row per (instance, algorithm, seed, step), columns :data:`COLUMNS`.
-Statistics for the audit: :func:`final_rows`, :func:`final_trace_by_method`,
-:func:`final_distance_by_method`, :func:`trace_drift`, :func:`excess_trace_left`.
+Statistics for the audit (:data:`CLAIMS`): :func:`final_rows`, :func:`final_trace_by_method`,
+:func:`trace_drift`.
 """
 
 from __future__ import annotations
@@ -208,11 +208,6 @@ def final_trace_by_method(results: pd.DataFrame, instance: str | None = None) ->
     return final_rows(results, instance)["trace"].groupby("algorithm").mean()
 
 
-def final_distance_by_method(results: pd.DataFrame, instance: str | None = None) -> pd.Series:
-    """Mean over seeds of the final ``||x_T - x_flat||`` per algorithm."""
-    return final_rows(results, instance)["distance_to_flattest"].groupby("algorithm").mean()
-
-
 def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | None = None) -> float:
     """``max_t |trbar(Phi(x_t)) - trbar(Phi(x_0))|`` over every checkpoint and seed of ``algorithm``:
     how far it moved along the minima (GD: ~0, it converges to the minimum next to its start)."""
@@ -222,15 +217,6 @@ def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | No
         raise ValueError(f"no rows of algorithm {algorithm!r}")
     start = rows.sort_values("step").groupby("seed")["trace"].transform("first")
     return float(np.max(np.abs(rows["trace"] - start)))
-
-
-def excess_trace_left(results: pd.DataFrame, instance: str | None = None) -> pd.DataFrame:
-    """Per (algorithm, seed): the fraction of the initial excess trace left at the end,
-    ``(trbar_T - trbar_flat) / (trbar_0 - trbar_flat)`` (1: did not move; 0: reached the flattest
-    trace), with columns ``trace_start, trace, flattest_trace, fraction_left``."""
-    last = final_rows(results, instance)
-    frac = (last["trace"] - last["flattest_trace"]) / (last["trace_start"] - last["flattest_trace"])
-    return last[["trace_start", "trace", "flattest_trace"]].assign(fraction_left=frac)
 
 
 # --------------------------------------------------------------------------------------------------
