@@ -1,4 +1,5 @@
-"""flatmin.claims: verdict logic, evaluate(), table1() on synthetic results tables.
+"""flatmin.claims: verdict logic, the claims collected from the experiments, evaluate(), table1() on
+synthetic results tables.
 
 The synthetic tables follow the documented results schemas of the experiments (complexity, decrease)
 with known exponents and small lognormal noise (fixed seeds), so the expected verdicts are known.
@@ -11,10 +12,12 @@ import pandas as pd
 import pytest
 
 from flatmin.analysis import Estimate
-from flatmin.claims import CLAIMS, VERDICTS, Claim, claim_ids, evaluate, table1
+from flatmin import experiments
+from flatmin.claims import VERDICTS, Claim, NotRun, claim_ids, collect_claims, evaluate, select, table1
 
 EVALUATE_COLUMNS = ["id", "reference", "statement", "experiment", "measured", "low", "high", "expected",
                     "tolerance", "verdict", "note"]
+CLAIMS = collect_claims()
 EXPERIMENTS = {claim.experiment for claim in CLAIMS}
 
 
@@ -80,12 +83,33 @@ def test_verdict_unknown_kind_raises():
 
 
 def test_every_registered_claim_has_a_known_kind_and_a_registered_experiment():
-    from flatmin.experiments import EXPERIMENTS
-
     for c in CLAIMS:
         value = c.expected + 1 if c.kind == "above" else c.expected  # "above" is a strict margin
         assert c.verdict(Estimate(value, value, value)) in VERDICTS[:3]
-        assert c.experiment in EXPERIMENTS
+        assert c.experiment in experiments.experiment_names()
+
+
+# ============================================================================ collect_claims
+def test_claims_are_collected_from_the_experiments_in_their_order():
+    import importlib
+
+    modules = [importlib.import_module(f"flatmin.experiments.{name}") for name in experiments.experiment_names()]
+    assert CLAIMS == tuple(claim for module in modules for claim in module.CLAIMS)
+    assert len(CLAIMS) == 31 and len(set(claim_ids())) == 31
+    for module in modules:  # each module holds the claims on its own results table
+        name = module.__name__.rsplit(".", 1)[1]
+        assert module.CLAIMS and {claim.experiment for claim in module.CLAIMS} == {name}
+    assert collect_claims(["complexity", "decrease"]) == modules[2].CLAIMS + modules[1].CLAIMS
+    assert collect_claims([modules[0]]) == modules[0].CLAIMS
+
+
+def test_importing_the_claims_imports_no_experiment():
+    import subprocess
+    import sys
+
+    code = "import sys, flatmin.claims; print(sorted(m for m in sys.modules if m.startswith('flatmin.experiments')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ============================================================================ synthetic results
@@ -159,7 +183,8 @@ def test_evaluate_nothing_run():
     assert audit["id"].tolist() == claim_ids() and audit["id"].is_unique
     assert len(audit) == len(CLAIMS)
     assert (audit["verdict"] == "not run").all()
-    assert audit["measured"].isna().all() and (audit["note"] == "").all()
+    assert audit["measured"].isna().all()
+    assert (audit["note"] == "experiment '" + audit["experiment"] + "' did not run").all()
 
 
 def test_evaluate_synthetic_complexity_verdicts():
@@ -237,11 +262,60 @@ def test_evaluate_failing_measure_is_not_confirmed_with_a_note():
     assert ok["verdict"] == "bound attained" and ok["note"] == ""
 
 
-def test_evaluate_missing_rows_or_columns_are_not_confirmed():
+def test_select_raises_not_run_naming_the_selection():
     table = complexity_table()
-    audit = evaluate({"complexity": table[table["instance"] != "bowl"]}).set_index("id")
-    assert audit.loc["theorem1_exponent_bowl", "verdict"] == "not confirmed"
-    assert "no results rows" in audit.loc["theorem1_exponent_bowl", "note"]
+    assert len(select(table, sweep="eps", instance="bowl")) == 3 * SEEDS  # RS at three eps
+    with pytest.raises(NotRun, match=r"no results rows with sweep='eps', instance='my_bowl'"):
+        select(table, sweep="eps", instance="my_bowl")
+
+
+def test_evaluate_claims_on_rows_the_config_did_not_run_are_not_run():
+    """The README's own problem: E3's eps sweep on a user instance only, no ramp, no bowl."""
+    table = complexity_table()
+    own = table[(table["sweep"] == "dim") | (table["instance"] == "diagonal_net")]
+    audit = evaluate({"complexity": own}).set_index("id")
+    for claim_id, algorithm, instance in (("theorem1_exponent_ramp", "rs", "ramp"),
+                                          ("theorem1_exponent_bowl", "rs", "bowl"),
+                                          ("theorem2_exponent_ramp", "sa", "ramp")):
+        assert audit.loc[claim_id, "verdict"] == "not run"
+        assert audit.loc[claim_id, "note"] == \
+            f"complexity: no results rows with sweep='eps', algorithm='{algorithm}', instance='{instance}'"
+    assert np.isnan(audit.loc["theorem1_exponent_bowl", "measured"])
+    assert audit.loc["theorem1_exponent_diagonal_net", "verdict"] == "bound holds"
+    assert audit.loc["theorem2_within_budget", "note"] == "complexity: no results rows with sweep='eps', algorithm='sa'"
+    assert audit.loc["theorem2_exponent_d", "verdict"] == "bound attained"
+
+
+@pytest.mark.parametrize("experiment, table, claim_id, missing", [
+    ("identities", pd.DataFrame({"part": ["rho"], "algorithm": ["rs"]}), "sa_identity", "part='rho', algorithm='sa'"),
+    ("identities", pd.DataFrame({"part": ["rho"], "algorithm": ["rs"]}), "sa_gain_d", "part='dim'"),
+    ("identities", pd.DataFrame({"part": ["rho"], "algorithm": ["rs"]}), "negative_control", "part='control'"),
+    ("trajectories", pd.DataFrame({"instance": ["a"], "algorithm": ["rs"], "seed": [0], "step": [0], "trace": [1.0]}),
+     "gd_does_not_move", "algorithm='gd'"),
+    ("trajectories", pd.DataFrame({"instance": ["a"], "algorithm": ["rs"], "seed": [0], "step": [0], "trace": [1.0]}),
+     "rs_sa_flatter_than_gd", "no instance with GD and RS or SA runs"),
+])
+def test_evaluate_missing_parts_of_other_experiments_are_not_run(experiment, table, claim_id, missing):
+    row = evaluate({experiment: table}).set_index("id").loc[claim_id]
+    assert row["verdict"] == "not run" and missing in row["note"] and row["note"].startswith(experiment), row
+
+
+def test_escape_claims_whose_runs_the_config_left_out_are_not_run():
+    sgd_only = pd.DataFrame([{"method": "sgd", "batch": 8, "rho": 0.0, "seed": seed, "step": step, "train_acc": 1.0,
+                              "test_acc": 0.5, "loss": 0.0, "trace": 10.0, "trace_se": 0.1}
+                             for seed in (0, 1) for step in (0, 10)])
+    audit = evaluate({"escape": sgd_only}).set_index("id")
+    assert audit.loc["escape_sgd_stays", "verdict"] == "consistent"
+    assert audit.loc["escape_train_acc_100", "verdict"] == "consistent"
+    for claim_id, prefix in (("escape_sa_beats_rs_equal_rho", "sa_beats_rs_equal_rho"),
+                             ("escape_small_batch_best", "smallest_batch_best"),
+                             ("escape_trace_falls_as_test_rises", "trace_falls_as_test_rises")):
+        assert audit.loc[claim_id, "verdict"] == "not run"
+        assert audit.loc[claim_id, "note"].startswith(f"escape: no claim row starting with {prefix!r}")
+
+
+def test_evaluate_missing_columns_are_not_confirmed():
+    table = complexity_table()
     audit = evaluate({"complexity": table.drop(columns="first_flat_step")}).set_index("id")
     complexity_ids = [c.id for c in CLAIMS if c.experiment == "complexity"]
     assert (audit.loc[complexity_ids, "verdict"] == "not confirmed").all()
@@ -302,12 +376,16 @@ def test_evaluate_synthetic_generalization_verdicts():
         "not confirmed"
 
 
-def test_gd_control_without_gd_runs_is_not_confirmed():
+def test_gd_control_without_gd_runs_is_not_run_and_with_broken_gd_runs_not_confirmed():
     table = generalization_table()
-    for broken in (table[table["algorithm"] != "gd"],
-                   table.assign(recovery_error=np.where(table["algorithm"] == "gd", np.nan, table["recovery_error"]))):
-        row = evaluate({"generalization": broken}).set_index("id").loc["gd_recovers_nothing"]
-        assert row["verdict"] == "not confirmed" and "GD" in row["note"], row
+    row = evaluate({"generalization": table[table["algorithm"] != "gd"]}).set_index("id").loc["gd_recovers_nothing"]
+    assert row["verdict"] == "not run" and row["note"] == "generalization: no GD runs", row
+    broken = table.assign(recovery_error=np.where(table["algorithm"] == "gd", np.nan, table["recovery_error"]))
+    row = evaluate({"generalization": broken}).set_index("id").loc["gd_recovers_nothing"]
+    assert row["verdict"] == "not confirmed" and "non-finite GD recovery errors" in row["note"], row
+    only_gd = evaluate({"generalization": table[table["algorithm"] == "gd"]}).set_index("id")
+    assert (only_gd.loc[["rs_sa_reach_flattest", "flat_minima_generalize"], "note"] ==
+            "generalization: no RS or SA runs").all()
 
 
 def test_evaluate_trajectory_claims_take_the_worst_instance():

@@ -1,4 +1,4 @@
-# The audit: every claim of the registry (flatmin.claims.CLAIMS) evaluated on the results tables,
+# The audit: every claim of the experiments (flatmin.claims.collect_claims()) evaluated on the results tables,
 # and Table 1 with the measured exponents beside the paper's. Never written by hand.
 
 

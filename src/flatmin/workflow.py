@@ -389,7 +389,8 @@ def audit_to_files(result_paths: Mapping[str, str | os.PathLike], config: Mappin
     counts = ", ".join(f"{count} {verdict}" for verdict, count in info["verdicts"].items())
     audit_md = (
         f"# Audit of the paper's claims ({config.get('profile')} profile)\n\n"
-        f"One row per claim of `flatmin.claims.CLAIMS`, evaluated on the results tables; verdicts: {counts}.\n\n"
+        f"One row per claim of the experiments (`flatmin.claims.collect_claims()`), evaluated on the results "
+        f"tables; verdicts: {counts}.\n\n"
         + markdown_table(audit) + prov.markdown_footer(info)
     )
     table1_md = (

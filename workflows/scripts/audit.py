@@ -1,4 +1,5 @@
-"""Snakemake job: the audit (every claim of flatmin.claims.CLAIMS) and Table 1, from the results tables."""
+"""Snakemake job: the audit (every claim of the experiments, flatmin.claims.collect_claims()) and Table 1,
+from the results tables."""
 
 import sys
 from pathlib import Path

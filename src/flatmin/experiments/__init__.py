@@ -18,7 +18,9 @@ config's ``experiment_modules``, is an experiment named after its file. Its cont
 ``CAPTION``
     the figure's caption in the HTML report (reStructuredText).
 ``CLAIMS`` (optional)
-    the audit's claims on the results table (:class:`flatmin.claims.Claim`).
+    the paper's claims this experiment's results table supports (:class:`flatmin.claims.Claim`), at the
+    end of the module beside the statistics they read; the audit (:func:`flatmin.claims.collect_claims`)
+    gathers them in the order of :func:`experiment_names`.
 ``ORDER`` (optional)
     the experiment's position in the audit and the report (default: after those that give one).
 """

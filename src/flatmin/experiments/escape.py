@@ -787,5 +787,47 @@ def main(argv=None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------
+# The audit's claims on this table (flatmin.claims)
+
+# Imported here, beside the claims they serve.
+from flatmin.claims import Claim, NotRun, point_estimate  # noqa: E402
+
+
+def _claims_row_value(prefix: str, reduce: str = "min"):
+    """A measure: the values of :func:`claims_table`'s rows whose name starts with ``prefix``
+    (one per batch size or rho), reduced by ``reduce``."""
+
+    def statistic(results):
+        table = claims_table(results)
+        rows = table[table["claim"].str.startswith(prefix)]
+        if rows.empty:
+            raise NotRun(f"no claim row starting with {prefix!r} (its runs are not in the config)")
+        return getattr(rows["value"], reduce)()
+
+    return point_estimate(statistic)
+
+
+CLAIMS = (
+    Claim("escape_sgd_stays", "Figure 3", "At the small constant step, SGD does not escape the sharp minimizer "
+          "(largest |change of test accuracy|)", "escape", _claims_row_value("sgd_stays"), 0.01, 0.0, "below",
+          "<= 0.01"),
+    Claim("escape_sa_beats_rs_equal_rho", "Figure 3", "SA escapes more than RS at equal rho, batch 128 "
+          "(smallest SA - RS final test accuracy beyond 2 SE over seeds)", "escape",
+          _claims_row_value("sa_beats_rs_equal_rho"), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_sa_beats_rs_smaller_rho", "Figure 3", "SA escapes more than RS even with a smaller rho "
+          "(best margin beyond 2 SE over the best RS run with rho >= SA's)", "escape",
+          _claims_row_value("sa_beats_rs_smaller_rho", "max"), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_small_batch_best", "Figure 3", "SA with batch 1 escapes best (margin of test accuracy over "
+          "larger batches)", "escape", _claims_row_value("smallest_batch_best"), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_train_acc_100", "Figure 3", "Training accuracy stays at 100% for every method "
+          "(minimum over checkpoints, runs, seeds)", "escape", _claims_row_value("train_acc_100"), 1.0, 0.0,
+          "equal", "1"),
+    Claim("escape_trace_falls_as_test_rises", "§1, Figure 3", "The trace falls as test accuracy rises "
+          "(Spearman correlation of their changes over runs)", "escape",
+          _claims_row_value("trace_falls_as_test_rises"), 0.0, 0.0, "below", "< 0"),
+)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

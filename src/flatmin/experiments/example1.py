@@ -37,8 +37,8 @@ Results table: one row per point, columns :data:`COLUMNS`; ``point`` is one of
 ``trace_minimizer`` (the origin, closed form), ``flattest_plus`` / ``flattest_minus`` (``±(1,1)``),
 ``sharp`` (``(2, 1/2)``, a sharp minimum), ``branch_min_plus`` / ``branch_min_minus`` (numerical
 minimizers of the trace on ``X*``), ``plane_trace_min_<i>`` and ``plane_loss_min_<i>`` (the
-random-start searches). Statistics for the audit: :func:`point_values`,
-:func:`min_trace_on_minima`, :func:`trace_minimizer_values`, :func:`disjointness_gap`.
+random-start searches). Statistics for the audit (:data:`CLAIMS`): :func:`point_values`,
+:func:`min_trace_on_minima`, :func:`disjointness_gap`.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import flatmin
 import flatmin.settings
 from flatmin.experiments._sweeps import progress
 from flatmin.settings import Count, ProblemSpec, Spec
+from flatmin.claims import Claim, point_estimate
 
 COLUMNS = ("point", "source", "x1", "x2", "t", "loss", "grad_norm", "trace", "trbar", "hess_eig_min",
            "hess_eig_max", "on_minima")
@@ -201,13 +202,6 @@ def min_trace_on_minima(results: pd.DataFrame) -> pd.DataFrame:
     return rows[["t", "x1", "x2", "trbar", "trace", "loss", "on_minima"]]
 
 
-def trace_minimizer_values(results: pd.DataFrame) -> pd.Series:
-    """The best of the random-start minimizations of the trace over the plane: ``x1, x2``
-    (expected the origin), ``trbar`` (expected 0), ``loss`` (expected ``f(0) = 1``: not a minimum)."""
-    rows = results[results["point"].str.startswith("plane_trace_min_")]
-    return rows.loc[rows["trbar"].idxmin(), ["x1", "x2", "trbar", "loss", "hess_eig_min", "hess_eig_max"]]
-
-
 def disjointness_gap(results: pd.DataFrame) -> float:
     """``min f`` over the points where the trace is minimal over the plane: > 0 means no minimizer
     of the trace is a minimum of ``f`` (Example 1's claim; expected ``f(0) = 1``)."""
@@ -293,3 +287,16 @@ def plot(results: pd.DataFrame, config: dict):
     fig.suptitle("E5 (Example 1): the minima of f (the hyperbola x₁x₂ = 1) and the minimizer of the trace "
                  "(the origin, where f = 1) are disjoint; the flat minima ±(1, 1) minimize the trace on X*")
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The audit's claims on this table (flatmin.claims)
+
+
+CLAIMS = (
+    Claim("example1_disjoint", "Example 1", "The minimizers of the trace are not minima of f: f at the trace "
+          "minimizer (E5; f(0) = 1)", "example1", point_estimate(disjointness_gap), 0.0, 0.0, "above", "> 0"),
+    Claim("example1_flattest_on_minima", "Example 1", "Restricted to the minima x1 x2 = 1, trbar is smallest at "
+          "±(1, 1) with trbar = 2 (E5, larger of the two branch minima)", "example1",
+          point_estimate(lambda results: min_trace_on_minima(results)["trbar"].max()), 2.0, 1e-8, "equal", "2"),
+)

@@ -45,9 +45,9 @@ Settings (:class:`Settings`, whose defaults are the paper profile's; ``PRESETS["
 ``phi_checkpoints``
     integer >= 0: checkpoints per run where ``Phi`` is computed exactly (0: none).
 
-Statistics for the audit: :func:`final_by_method`, :func:`final_error_by_method`,
-:func:`final_trace_by_method`, :func:`error_trace_rank_correlation`, :func:`limit_agreement`,
-:func:`references`.
+Statistics for the audit (:data:`CLAIMS`): :func:`final_by_method`, :func:`references`,
+:func:`error_trace_rank_correlation`; :func:`limit_agreement` measures how well the ``after_gd``
+stand-in the claims read where ``Phi`` was not computed matches the exact ``Phi``.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ from flatmin.experiments.trajectories import (
 from flatmin.problems.diagonal_net import diagonal_net_data
 from flatmin.problems.matrix_sensing import matrix_sensing_data
 from flatmin.settings import Count, RunInstance, Seeds
+from flatmin.claims import Claim, NotRun, instance_labels, point_estimate
 
 POINTS = ("iterate", "after_gd", "limit")
 COLUMNS = ("instance", "problem", "dim", "algorithm", "seed", "step", "point", "eta", "rho", "loss",
@@ -267,16 +268,6 @@ def final_by_method(results: pd.DataFrame, instance: str, point: str = "after_gd
                  "start_error", "start_trace"]]
 
 
-def final_error_by_method(results: pd.DataFrame, instance: str, point: str = "after_gd") -> pd.Series:
-    """Mean over seeds of the final recovery error per algorithm."""
-    return final_by_method(results, instance, point)["recovery_error"].groupby("algorithm").mean()
-
-
-def final_trace_by_method(results: pd.DataFrame, instance: str, point: str = "after_gd") -> pd.Series:
-    """Mean over seeds of the final ``trbar`` per algorithm."""
-    return final_by_method(results, instance, point)["trace"].groupby("algorithm").mean()
-
-
 def references(results: pd.DataFrame) -> pd.DataFrame:
     """Per instance: ``reference_error``, ``reference_trace`` (flattest interpolator), ``start_error``,
     ``start_trace`` (the sharp start)."""
@@ -354,3 +345,83 @@ def plot(results: pd.DataFrame, config: dict):
                  "of the flattest interpolator;\nGD stays at the sharp start. Thick: after the final GD phase "
                  f"(mean ± 1 SD over {seeds} seeds); thin: raw iterates (mean); circles: exact Φ(xₜ)")
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The audit's claims on this table (flatmin.claims)
+
+
+PERTURBED = ("rs", "sa")
+
+
+def _final_point(results, instance: str) -> str:
+    """``limit`` (the exact Phi) where the results have it, else ``after_gd`` (the final GD phase)."""
+    rows = results[results["instance"] == instance]
+    limit = rows[rows["point"] == "limit"]
+    return "limit" if not limit.empty and limit["step"].max() == rows["step"].max() else "after_gd"
+
+
+def _final_perturbed(results):
+    """Per (instance, algorithm in RS, SA, seed): the last checkpoint, at the exact Phi where computed,
+    else after the final GD phase."""
+    frames = []
+    for instance in instance_labels(results):
+        final = final_by_method(results, instance, _final_point(results, instance))
+        final = final[final.index.get_level_values("algorithm").isin(PERTURBED)]
+        frames.append(final.assign(instance=instance))
+    rows = pd.concat(frames)
+    if rows.empty:
+        raise NotRun("no RS or SA runs")
+    return rows
+
+
+def _excess_trace(results):
+    """Largest relative excess ``(trbar_T - trbar_flat) / trbar_flat`` of RS and SA's final points."""
+    rows = _final_perturbed(results)
+    return ((rows["trace"] - rows["reference_trace"]) / rows["reference_trace"]).max()
+
+
+def _error_left(results):
+    """Largest fraction of the start's recovery error left at RS and SA's final points."""
+    rows = _final_perturbed(results)
+    return (rows["recovery_error"] / rows["start_error"]).max()
+
+
+def _gd_error_change(results):
+    """Largest relative change of GD's recovery error between the start and its final point."""
+    changes = []
+    for instance in instance_labels(results):
+        final = final_by_method(results, instance)
+        gd = final[final.index.get_level_values("algorithm") == "gd"]
+        changes += list((gd["recovery_error"] - gd["start_error"]).abs() / gd["start_error"])
+    if not changes:
+        raise NotRun("no GD runs")
+    if not np.all(np.isfinite(changes)):
+        raise ValueError(f"non-finite GD recovery errors in the generalization results: {changes}")
+    return max(changes)
+
+
+CLAIMS = (
+    Claim("flattest_is_ground_truth", "§7 (test functions: flattest minima)", "The flattest interpolator "
+          "recovers the ground truth: its recovery error (diagonal net: the weighted basis-pursuit LP; matrix "
+          "sensing: [U*, 0]; largest over instances, E6)", "generalization",
+          point_estimate(lambda results: references(results)["reference_error"].max()), 1e-6, 0.0, "below",
+          "<= 1e-6"),
+    Claim("rs_sa_reach_flattest", "Theorems 1 and 2 (E6)", "RS and SA from a sharp interpolator end as flat as "
+          "the flattest interpolator: relative excess of trbar at Phi of the last iterate over the reference's "
+          "(largest over instances, methods, seeds; threshold 5% [reconstructed])", "generalization",
+          point_estimate(_excess_trace), 0.05, 0.0, "below", "<= 0.05"),
+    Claim("flat_minima_generalize", "§1 (flat minima generalize, E6)", "RS and SA recover the ground truth: "
+          "fraction of the start's recovery error left at Phi of the last iterate (largest over instances, "
+          "methods, seeds; threshold 10% [reconstructed])", "generalization", point_estimate(_error_left), 0.1, 0.0,
+          "below", "<= 0.1"),
+    Claim("gd_recovers_nothing", "§1 (control, E6)", "GD from the sharp interpolator stays there: relative "
+          "change of its recovery error (largest over instances and seeds)", "generalization",
+          point_estimate(_gd_error_change), 1e-3, 0.0, "below", "<= 1e-3"),
+    Claim("flatter_recovers_better", "§1 (E6)", "Flatter means better recovery: Spearman correlation of "
+          "trbar and the recovery error over every checkpoint of every run (smallest over instances)",
+          "generalization",
+          point_estimate(lambda results: min(error_trace_rank_correlation(results, instance)
+                                             for instance in instance_labels(results))),
+          0.0, 0.0, "above", "> 0"),
+)

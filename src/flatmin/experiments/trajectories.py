@@ -36,8 +36,8 @@ Settings (:class:`Settings`, whose defaults are the paper profile's; ``PRESETS["
     ``depth = 2`` hyperbola), the seed whose paths are drawn, and the plot window.
 
 Results table: one row per (instance, algorithm, seed, step), columns :data:`COLUMNS`.
-Statistics for the audit: :func:`final_rows`, :func:`final_trace_by_method`,
-:func:`final_distance_by_method`, :func:`trace_drift`, :func:`excess_trace_left`.
+Statistics for the audit (:data:`CLAIMS`): :func:`final_rows`, :func:`final_trace_by_method`,
+:func:`trace_drift`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ import flatmin.settings
 from flatmin.algorithms import DEFAULTS, REQUIRED
 from flatmin.experiments._sweeps import progress
 from flatmin.settings import Count, RunInstance, Seeds, Spec
+from flatmin.claims import Claim, NotRun, instance_labels, point_estimate, select
 
 ALGORITHM_ORDER = ("gd", "sgd", "sam", "rs", "rs_noproj", "sa")
 LABELS = {"gd": "GD", "sgd": "SGD", "sam": "SAM", "rs": "RS (Alg. 1)", "rs_noproj": "RS, no projection",
@@ -227,11 +228,6 @@ def final_trace_by_method(results: pd.DataFrame, instance: str | None = None) ->
     return final_rows(results, instance)["trace"].groupby("algorithm").mean()
 
 
-def final_distance_by_method(results: pd.DataFrame, instance: str | None = None) -> pd.Series:
-    """Mean over seeds of the final ``||x_T - x_flat||`` per algorithm."""
-    return final_rows(results, instance)["distance_to_flattest"].groupby("algorithm").mean()
-
-
 def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | None = None) -> float:
     """``max_t |trbar(Phi(x_t)) - trbar(Phi(x_0))|`` over every checkpoint and seed of ``algorithm``:
     how far it moved along the minima (GD: ~0, it converges to the minimum next to its start)."""
@@ -241,15 +237,6 @@ def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | No
         raise ValueError(f"no rows of algorithm {algorithm!r}")
     start = rows.sort_values("step").groupby("seed")["trace"].transform("first")
     return float(np.max(np.abs(rows["trace"] - start)))
-
-
-def excess_trace_left(results: pd.DataFrame, instance: str | None = None) -> pd.DataFrame:
-    """Per (algorithm, seed): the fraction of the initial excess trace left at the end,
-    ``(trbar_T - trbar_flat) / (trbar_0 - trbar_flat)`` (1: did not move; 0: reached the flattest
-    trace), with columns ``trace_start, trace, flattest_trace, fraction_left``."""
-    last = final_rows(results, instance)
-    frac = (last["trace"] - last["flattest_trace"]) / (last["trace_start"] - last["flattest_trace"])
-    return last[["trace_start", "trace", "flattest_trace"]].assign(fraction_left=frac)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,3 +354,36 @@ def _params_text(rows: pd.DataFrame) -> str:
     rhos = [f"{LABELS.get(a, a).split(' (')[0]} {g['rho'].iloc[0]:g}"
             for a, g in rows.groupby("algorithm", sort=False) if g["rho"].iloc[0]]
     return text + ("; ρ: " + ", ".join(rhos) if rhos else "")
+
+
+# --------------------------------------------------------------------------------------------------
+# The audit's claims on this table (flatmin.claims)
+
+
+
+def _gd_drift(results):
+    """Largest, over the instances GD ran on, of GD's ``max_t |trbar(Phi(x_t)) - trbar(Phi(x_0))|``."""
+    gd = select(results, algorithm="gd")
+    return max(trace_drift(gd, "gd", instance) for instance in instance_labels(gd))
+
+
+def _flatter_than_gd(results):
+    """Smallest margin, over instances and RS, SA, of GD's mean final trace over theirs."""
+    margins = []
+    for instance in instance_labels(results):
+        final = final_trace_by_method(results, instance)
+        if "gd" in final.index:
+            margins += [final["gd"] - final[name] for name in ("rs", "sa") if name in final.index]
+    if not margins:
+        raise NotRun("no instance with GD and RS or SA runs")
+    return min(margins)
+
+
+CLAIMS = (
+    Claim("gd_does_not_move", "§1, Figure 3 (control)", "GD from a sharp minimum stays where it is: largest "
+          "|change of trbar(Phi(x_t))| over checkpoints and seeds (E4)", "trajectories", point_estimate(_gd_drift),
+          1e-6, 0.0, "below", "<= 1e-6"),
+    Claim("rs_sa_flatter_than_gd", "Theorems 1 and 2", "RS and SA end at flatter minima than GD (smallest "
+          "margin of GD's final trbar over theirs, E4)", "trajectories", point_estimate(_flatter_than_gd), 0.0, 0.0,
+          "above", "> 0"),
+)
