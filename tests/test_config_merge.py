@@ -1,4 +1,5 @@
-"""A partial --configfile is merged over the profile key by key, except problem specs, replaced whole."""
+"""A partial --configfile is merged over the profile key by key, except problem specs, replaced whole;
+the settings it names then replace the experiment's defaults whole."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
+from flatmin import experiments
+from flatmin.config import check_config
 from flatmin.workflow import replace_problem_specs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +42,10 @@ def test_the_readme_overlay_names_only_its_own_parameters():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     overlay = yaml.safe_load(re.search(r"```yaml\n(profile: mine.*?)```", text, flags=re.S).group(1))
     paper = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
-    config = merged(paper, overlay)
-    assert config["experiments"]["identities"]["rho_problem"] == {"name": "my_bowl", "params": {"scale": 2.0}}
-    assert config["experiments"]["identities"]["rho_point"] == [2.0, 0.5]
+    identities = check_config(merged(paper, overlay))["experiments"]["identities"]
+    assert identities["rho_problem"] == {"name": "my_bowl", "params": {"scale": 2.0}}
+    assert identities["rho_point"] == [2.0, 0.5]
     # the rest of the section is the paper profile's
-    for key, value in paper["experiments"]["identities"].items():
+    for key, value in experiments.settings("identities").items():
         if key not in ("rho_problem", "rho_point"):
-            assert config["experiments"]["identities"][key] == value
+            assert identities[key] == value

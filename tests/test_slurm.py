@@ -29,7 +29,9 @@ from test_workflow import quick_local_run  # noqa: F401 (a fixture: imported, th
 PROFILE = ROOT / "profiles" / "slurm"
 NO_ACCOUNTING = PROFILE / "no-accounting"
 RUN_TIMEOUT = 1500  # seconds for the whole SLURM run (about 3 minutes on 2 idle cores)
-SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: [^)]*/rule_(\w+)/[^)]*\)")
+# The compute rule's jobs log to .../rule_compute/<experiment>/<jobid>.log; each is named <experiment>_compute
+# here, as its log file in logs/<profile>/ is.
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: [^)]*/rule_compute/(\w+)/[^)]*\)")
 # Columns of the results tables that hold wall-clock times: the only values allowed to differ between runs.
 TIMING_COLUMNS = ["seconds"]  # escape.csv
 
@@ -87,8 +89,8 @@ def running_compute_jobs(workdir: Path) -> dict[str, str]:
     jobs = {}
     for line in done.stdout.splitlines():
         jobid, comment, jobdir = line.strip().split("|")
-        if Path(jobdir) == workdir and comment.endswith("_compute"):
-            jobs[jobid] = comment.removeprefix("rule_")
+        if Path(jobdir) == workdir and comment.startswith("rule_compute_wildcards_"):
+            jobs[jobid] = comment.removeprefix("rule_compute_wildcards_") + "_compute"
     return jobs
 
 
@@ -150,7 +152,7 @@ def test_quick_profile_through_slurm_matches_the_local_run(slurm_cluster, tmp_pa
     assert returncode == 0, output[-5000:]
 
     # Every compute job went through sbatch, and only the compute jobs (plots and audit are localrules).
-    submitted = SUBMITTED.findall(output)
+    submitted = [(jobid, f"{experiment}_compute") for jobid, experiment in SUBMITTED.findall(output)]
     assert cancelled is not None, "no compute job was caught in mid-computation, so none was cancelled"
     expected = sorted([f"{name}_compute" for name in enabled] + [cancelled[1]])
     assert sorted(rule for _, rule in submitted) == expected, output[-5000:]
@@ -163,8 +165,9 @@ def test_quick_profile_through_slurm_matches_the_local_run(slurm_cluster, tmp_pa
 
     # Each job asked SLURM for its config section's threads, memory and time limit.
     for jobid, rule in submitted:
-        job, section = jobs[jobid], config["experiments"][rule.removesuffix("_compute")]
-        assert job["Comment"] == f"rule_{rule}" and Path(job["WorkDir"]) == tmp_path, job
+        experiment = rule.removesuffix("_compute")
+        job, section = jobs[jobid], config["experiments"][experiment]
+        assert job["Comment"] == f"rule_compute_wildcards_{experiment}" and Path(job["WorkDir"]) == tmp_path, job
         assert job["JobState"] == ("CANCELLED" if jobid == cancelled[0] else "COMPLETED"), job
         assert int(job["CPUs/Task"]) == section.get("threads", 1), (rule, job["CPUs/Task"])
         assert megabytes(job["MinMemoryNode"]) == section["mem_mb"], (rule, job["MinMemoryNode"])
