@@ -60,6 +60,7 @@ import pandas as pd
 import scipy.stats
 
 import flatmin
+from flatmin.checkpoints import checkpoint_steps
 from flatmin.experiments._sweeps import progress
 from flatmin.experiments.trajectories import (
     COLORS,
@@ -184,7 +185,7 @@ def run_instance(instance: dict, config: dict) -> pd.DataFrame:
         k = int(config["phi_checkpoints"])
         if k:
             steps = np.sort(m["step"].unique())
-            chosen = steps[np.unique(np.round(np.linspace(0, len(steps) - 1, k)).astype(int))]
+            chosen = steps[checkpoint_steps(len(steps) - 1, intervals=k - 1)]
             rows = np.flatnonzero(m["step"].isin(chosen).to_numpy())
             progress("generalization", f"  Phi by the gradient flow at {len(rows)} points")
             points["limit"] = jnp.stack([flatmin.limit_map(problem, iterates[i]) for i in rows])
