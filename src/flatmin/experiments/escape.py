@@ -66,6 +66,7 @@ from flatmin.checkpoints import checkpoint_steps
 from flatmin.curvature import hessian_trace
 from flatmin.minimizers import bad_and_normal_minimizers
 from flatmin.model_flatness import model_flatness
+from flatmin.plotting import check_finite
 from flatmin.training import minibatch_step, run_checkpointed
 
 #: Every knob of the experiment, with the "paper" defaults (CPU scale). Keys:
@@ -558,9 +559,7 @@ def plot_escape(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | 
     escape = _escape_rows(results)
     if minimizers is None and "record" in results.columns:
         minimizers = minimizer_rows(results)
-    values = escape[list(METRICS)].to_numpy(dtype=float)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("escape results hold non-finite values; refusing to plot them silently")
+    check_finite(escape, METRICS, "escape")
     config = {**DEFAULT_CONFIG, **config}
     fig, axes = plt.subplots(3, 3, figsize=(13, 8.6), sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.6]})
     B = config["panel_batch"]

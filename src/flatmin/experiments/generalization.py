@@ -69,6 +69,7 @@ from flatmin.experiments.trajectories import (
     _ordered,
     algorithm_params,
 )
+from flatmin.plotting import check_finite
 from flatmin.problems.diagonal_net import diagonal_net_data
 from flatmin.problems.matrix_sensing import matrix_sensing_data
 
@@ -274,9 +275,7 @@ def limit_agreement(results: pd.DataFrame, instance: str) -> pd.Series:
 def plot(results: pd.DataFrame, config: dict):
     """Per instance: (a) recovery error and (b) ``trbar`` against iterations at ``after_gd`` (mean and
     ±1 SD band; thin lines: the raw iterates; markers: the exact ``Phi``), references dashed."""
-    values = results[["step", "loss", "recovery_error", "trace"]].to_numpy(dtype=float)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("generalization: non-finite values in the results table; refusing to plot")
+    check_finite(results, ["step", "loss", "recovery_error", "trace"], "generalization")
     instances = list(dict.fromkeys(results["instance"]))
     fig, axes = plt.subplots(len(instances), 2, figsize=(13, 4.6 * len(instances)), squeeze=False,
                              layout="constrained")
