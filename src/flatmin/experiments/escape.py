@@ -676,25 +676,13 @@ def save_results(result: dict, out: Path) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
+    """``python -m flatmin.experiments.escape --profile quick --out DIR``: :func:`save_results` of a run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="paper", choices=sorted(PROFILES))
     parser.add_argument("--out", type=Path, required=True, help="folder for csv/json/png outputs")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
-                        help="config overrides as JSON values, e.g. steps=1000 seeds=1")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value)
-    config = make_config(args.profile, **overrides)
-    result = run_experiment(config, verbose=True)
-    table = save_results(result, args.out)
-    with pd.option_context("display.width", 250, "display.max_columns", 40):
-        print(minimizer_rows(table).to_string(index=False))
-        print(final_table(table).to_string(index=False))
-        print(claims_table(table).to_string(index=False))
-        print(flatness_table(table).to_string(index=False))
-    print(json.dumps({k: round(v, 2) for k, v in result["timings"].items()}, indent=1))
+    table = save_results(run_experiment(make_config(args.profile), verbose=True), args.out)
+    print(claims_table(table).to_string(index=False))
     return 0
 
 
