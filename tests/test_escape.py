@@ -1,4 +1,4 @@
-"""Tests of the escape experiment (flatmin.nets, flatmin.experiments.escape): data, confusion set,
+"""Tests of the escape experiment (flatmin.nets, flatmin.training, flatmin.experiments.escape): data, confusion set,
 MLP losses, the mini-batch steps, the flatness records and a tiny end-to-end run."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 matplotlib.use("Agg")
 
 import flatmin  # noqa: E402,F401  (float64)
-from flatmin import nets  # noqa: E402
+from flatmin import nets, training  # noqa: E402
 from flatmin.experiments import escape  # noqa: E402
 
 
@@ -122,8 +122,8 @@ def test_zero_radius_is_sgd_and_perturbation_is_projected(tiny, method, batch):
     _, _, x0, problem = tiny
     key = jax.random.PRNGKey(11)
     eta = 0.01
-    sgd = jax.jit(escape.make_minibatch_step(problem, "sgd", batch))(x0, key, eta, 0.0)
-    step = jax.jit(escape.make_minibatch_step(problem, method, batch))
+    sgd = jax.jit(training.minibatch_step(problem, "sgd", batch))(x0, key, eta, 0.0)
+    step = jax.jit(training.minibatch_step(problem, method, batch))
     np.testing.assert_allclose(step(x0, key, eta, 0.0), sgd, rtol=0, atol=1e-14)
     # with rho > 0 the perturbation v = (x - eta g_B - x_next) / eta is orthogonal to g_B
     v = (sgd - step(x0, key, eta, 0.3)) / eta
@@ -142,7 +142,7 @@ def test_step_is_the_library_perturbed_gradient(tiny, method):
     idx = jax.random.choice(k_batch, problem.num_samples, (8,), replace=False)
     loss = lambda x, i: jnp.mean(problem.losses_of(x, i))  # noqa: E731
     _, g = flatmin.value_and_perturbed_grad(loss, method, 0.3, fallback_radius=None)(x0, idx, k_pert)
-    step = jax.jit(escape.make_minibatch_step(problem, method, 8))
+    step = jax.jit(training.minibatch_step(problem, method, 8))
     np.testing.assert_allclose(step(x0, key, 0.01, 0.3), x0 - 0.01 * g, rtol=1e-12, atol=1e-15)  # jit rounding
 
 
@@ -151,8 +151,8 @@ def test_same_batches_across_methods(tiny):
     O(eta rho), far less than another mini-batch would make (O(eta))."""
     _, _, x0, problem = tiny
     key = jax.random.PRNGKey(5)
-    sgd = jax.jit(escape.make_minibatch_step(problem, "sgd", 8))(x0, key, 0.01, 0.0)
-    sa = jax.jit(escape.make_minibatch_step(problem, "sa", 8))(x0, key, 0.01, 1e-7)
+    sgd = jax.jit(training.minibatch_step(problem, "sgd", 8))(x0, key, 0.01, 0.0)
+    sa = jax.jit(training.minibatch_step(problem, "sa", 8))(x0, key, 0.01, 1e-7)
     assert float(jnp.linalg.norm(sa - sgd)) < 1e-5 * float(jnp.linalg.norm(x0 - sgd))
 
 

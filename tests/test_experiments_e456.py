@@ -137,7 +137,7 @@ def test_e4_problem_without_flattest_points_runs_and_plots_without_the_distance(
         plt.close(figure)
     partial = results.copy()
     partial.loc[partial.index[0], "distance_to_flattest"] = 1.0  # known for one row only: an error
-    with pytest.raises(ValueError, match="non-finite 'distance_to_flattest'"):
+    with pytest.raises(ValueError, match=r"non-finite \['distance_to_flattest'\] in trajectories rows"):
         trajectories.plot(partial, config)
 
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from flatmin.checkpoints import checkpoint_steps, run_steps
 from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
 from flatmin.perturbed import project_out, rs_point, sam_point, sharpness_aware_point
 from flatmin.problem import Array, Problem
@@ -227,7 +228,7 @@ def _starting_points(problem: Problem, x0, seeds: Sequence[int]) -> Array:
 
 
 def _checkpoints(steps: int, record_every: int, final_gd_steps: int) -> np.ndarray:
-    main = np.unique(np.r_[np.arange(0, steps, record_every), steps])
+    main = checkpoint_steps(steps, every=record_every)
     if final_gd_steps:
         return np.r_[main, steps + final_gd_steps]
     return main
@@ -347,12 +348,12 @@ def _refine_first_flat(problem, step, iterates, seeds, checkpoints, main_steps, 
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds)[rows])
 
     def one_seed(x, key, lo, hi):
-        def one_step(t, y):
-            return step(y, jax.random.fold_in(key, t), t)[0]
+        def one_step(y, k, t):
+            return step(y, k, t)[0]
 
         def segment(y, j):
             end = jnp.minimum(lo + j * resolution, hi)
-            y = jax.lax.fori_loop(jnp.minimum(lo + (j - 1) * resolution, hi), end, one_step, y)
+            y = run_steps(one_step, y, jnp.minimum(lo + (j - 1) * resolution, hi), end, key=key)
             return y, (y, end)
 
         return jax.lax.scan(segment, x, jnp.arange(1, length + 1))[1]
@@ -381,9 +382,8 @@ def _compiled_loop(step, gd_step, starts, seeds, checkpoints, main_steps):
     bounds = jnp.asarray(np.c_[checkpoints[:-1], checkpoints[1:]])
 
     def one_seed(x0, key):
-        def one_step(t, carry):
+        def one_step(carry, k, t):
             x, count, first_bad = carry
-            k = jax.random.fold_in(key, t)
             x_main, perturbed = step(x, k, t)
             in_main = t < main_steps
             x_next = jnp.where(in_main, x_main, gd_step(x, k, t)[0])
@@ -393,7 +393,7 @@ def _compiled_loop(step, gd_step, starts, seeds, checkpoints, main_steps):
 
         def segment(carry, bound):
             x, first_bad = carry
-            x, count, first_bad = jax.lax.fori_loop(bound[0], bound[1], one_step, (x, 0, first_bad))
+            x, count, first_bad = run_steps(one_step, (x, 0, first_bad), bound[0], bound[1], key=key)
             return (x, first_bad), (x, count / (bound[1] - bound[0]))
 
         (_, first_bad), (xs, fractions) = jax.lax.scan(segment, (x0, jnp.array(-1)), bounds)

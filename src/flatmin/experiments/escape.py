@@ -39,8 +39,10 @@ Design (what gave a clean experiment; docs/escape_notes.md has the record of wha
   tangent space of the interpolating minima is the null space of the Jacobian of the logits), the
   Hessian trace and its top eigenvalue (records ``"flatness"`` of :func:`compute`).
 
-Entry points: :func:`run_experiment` (config dict, see :data:`DEFAULT_CONFIG` / :data:`PROFILES`),
-:func:`final_table`, :func:`claims_table`, :func:`plot_escape`, and ``python -m
+The steps and the checkpointed runs are :mod:`flatmin.training`, the construction of the two
+minimizers :mod:`flatmin.minimizers`, data and model :mod:`flatmin.nets`. Entry points: :func:`compute`
+and :func:`plot` (workflow), :func:`run_experiment` (config dict, see :class:`Settings` /
+:data:`PRESETS`), :func:`final_table`, :func:`claims_table`, :func:`plot_escape`, and ``python -m
 flatmin.experiments.escape --profile quick --out DIR``.
 """
 
@@ -61,10 +63,14 @@ from pydantic import Field, model_validator
 
 import flatmin.settings
 from flatmin import nets
+from flatmin.checkpoints import checkpoint_steps
+from flatmin.claims import Claim, NotRun, point_estimate
 from flatmin.curvature import hessian_trace
+from flatmin.minimizers import bad_and_normal_minimizers
 from flatmin.model_flatness import model_flatness
-from flatmin.perturbed import value_and_perturbed_grad
+from flatmin.plotting import check_finite
 from flatmin.settings import Count, Spec
+from flatmin.training import minibatch_step, run_checkpointed
 
 ORDER = 6
 CAPTION = (
@@ -210,57 +216,23 @@ def build_minimizers(config: dict) -> dict:
     ``problem`` (the clean training loss as a :class:`flatmin.Problem`), ``x_bad``, ``x_normal``,
     ``x_confusion`` (after pre-training), ``info`` (training logs) and ``times`` (seconds).
     """
-    times = {}
     t0 = time.perf_counter()
     data = nets.load_data(config["data"], config["n_train"], config["n_test"], config["data_seed"])
-    times["data"] = time.perf_counter() - t0
+    times = {"data": time.perf_counter() - t0}
     sizes = [data["x"].shape[1]] + [config["width"]] * config["depth"] + [data["num_classes"]]
     model, x_init = nets.FlatMLP.create(
         jax.random.PRNGKey(config["init_seed"]), sizes, config["activation"], config["loss"],
         config["init_scale"],
     )
-    conf_model = nets.FlatMLP(model.sizes, model.activation, config["confusion_loss"], model.unravel,
-                              model.dim)
-    key = jax.random.PRNGKey(1000 + config["init_seed"])
-    k_conf, k_bad, k_normal = jax.random.split(key, 3)
-
-    t0 = time.perf_counter()
-    xc, yc = nets.confusion_set(data["x"], data["y"], config["confusion_repeats"],
-                                config["confusion_zero_frac"], data["num_classes"], config["data_seed"])
-    x_conf, info_conf = nets.train_sgd(
-        conf_model, x_init, xc, yc, k_conf, config["confusion_lr"], config["confusion_batch"],
-        config["confusion_epochs"], target_acc=None,
-    )
-    times["confusion"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
+    confusion = {name: config[f"confusion_{name}"] for name in ("repeats", "zero_frac", "lr", "epochs")}
+    confusion.update(seed=config["data_seed"], batch_size=config["confusion_batch"])
     clean = dict(lr=config["clean_lr"], batch_size=config["clean_batch"],
                  max_epochs=config["clean_max_epochs"], extra_epochs=config["clean_extra_epochs"])
-    x_bad, info_bad = nets.train_sgd(model, x_conf, data["x"], data["y"], k_bad, **clean)
-    times["clean_bad"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    x_normal, info_normal = nets.train_sgd(model, x_init, data["x"], data["y"], k_normal, **clean)
-    times["clean_normal"] = time.perf_counter() - t0
-    for name, info in (("bad", info_bad), ("normal", info_normal)):
-        if not info["reached"]:
-            raise RuntimeError(
-                f"the {name} minimizer did not reach 100% training accuracy in "
-                f"{config['clean_max_epochs']} epochs (accuracy {info['acc']:.4f}, diverged: "
-                f"{info['diverged']}); lower clean_lr if it diverged, else raise clean_max_epochs"
-            )
-    info_conf["confusion_acc"] = info_conf.pop("acc")
-    problem = nets.mlp_problem(model, data["x"], data["y"], name=f"mlp_{config['data']}", x0=x_bad)
-    return {
-        "data": data,
-        "model": model,
-        "problem": problem,
-        "x_init": x_init,
-        "x_confusion": x_conf,
-        "x_bad": x_bad,
-        "x_normal": x_normal,
-        "info": {"confusion": info_conf, "bad": info_bad, "normal": info_normal},
-        "times": times,
-    }
+    built = bad_and_normal_minimizers(model, x_init, data, key=jax.random.PRNGKey(1000 + config["init_seed"]),
+                                      confusion=confusion, clean=clean, confusion_loss=config["confusion_loss"])
+    times.update(built.pop("seconds"))
+    problem = nets.mlp_problem(model, data["x"], data["y"], name=f"mlp_{config['data']}", x0=built["x_bad"])
+    return {"data": data, "model": model, "problem": problem, "x_init": x_init, **built, "times": times}
 
 
 def make_measure(model: nets.FlatMLP, data: dict, config: dict):
@@ -302,67 +274,31 @@ def minimizer_table(built: dict, config: dict, measure=None) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------
-# escape steps
-
-
-def make_minibatch_step(problem, method: str, batch: int):
-    """``step(x, key, eta, rho) -> x_next``: one step of ``method`` on a uniform mini-batch (module
-    docstring), the gradient from :func:`flatmin.value_and_perturbed_grad`.
-
-    ``eta`` and ``rho`` are traced, so one compilation serves every rho. ``key`` is split into a batch
-    key and a perturbation key the same way for every method (same batches across methods).
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    n = problem.num_samples
-
-    def batch_loss(x, idx):
-        return jnp.mean(problem.losses_of(x, idx))
-
-    def step(x, key, eta, rho):
-        k_batch, k_pert = jax.random.split(key)
-        if batch == 1:
-            idx = jax.random.randint(k_batch, (1,), 0, n)
-        else:
-            idx = jax.random.choice(k_batch, n, (batch,), replace=False)
-        _, g = value_and_perturbed_grad(batch_loss, method, rho, fallback_radius=None)(x, idx, k_pert)
-        return x - eta * g
-
-    return step
-
-
-def _checkpoint_steps(steps: int, num_checkpoints: int) -> np.ndarray:
-    return np.unique(np.round(np.linspace(0, steps, num_checkpoints + 1)).astype(int))
+# escape runs
 
 
 def run_group(built: dict, config: dict, method: str, batch: int, rhos, measure=None):
-    """All ``rhos`` x seeds of one (method, batch) from the bad minimizer, vmapped together.
+    """All ``rhos`` x seeds of one (method, batch) from the bad minimizer, vmapped together: the steps
+    of :func:`flatmin.training.minibatch_step`, seed ``s`` keyed by ``PRNGKey(s)``.
 
     ``measure``: a jitted ``x (d,) -> (5,)`` (:func:`make_measure`); built when not given.
     Returns ``(rows, last)``: the tidy rows ``method, batch, rho, seed, step`` + :data:`METRICS`, and
     ``{(rho, seed): last iterate}``.
     """
-    problem = built["problem"]
-    eta, steps = float(config["eta"]), int(config["steps"])
+    eta = float(config["eta"])
     seeds = np.arange(int(config["seeds"]))
     rhos = [float(r) for r in rhos]
     measure_one = measure or jax.jit(make_measure(built["model"], built["data"], config))
     measure = lambda xs: np.stack([np.asarray(measure_one(x)) for x in xs])  # one compilation for all groups
-    checkpoints = _checkpoint_steps(steps, int(config["num_checkpoints"]))
-    step = make_minibatch_step(problem, method, int(batch))
-    advance = _segment_runner(lambda x, k, r: step(x, k, eta, r))
+    checkpoints = checkpoint_steps(int(config["steps"]), intervals=int(config["num_checkpoints"]))
+    step = minibatch_step(built["problem"], method, int(batch))
     traj_rho = np.repeat(rhos, len(seeds))
     traj_seed = np.tile(seeds, len(rhos))
-
-    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(traj_seed))
-    x = jnp.broadcast_to(built["x_bad"], (len(traj_seed), problem.dim))
-    records = [np.asarray(measure(x))]
-    for a, b in zip(checkpoints[:-1], checkpoints[1:]):
-        x = advance(x, keys, jnp.asarray(traj_rho), int(a), int(b))
-        if not bool(jnp.all(jnp.isfinite(x))):
-            raise FloatingPointError(f"{method} (batch {batch}) diverged before step {b}; lower eta or rho")
-        records.append(np.asarray(measure(x)))
-    values = np.stack(records, axis=1)  # (traj, checkpoints, metrics)
+    values, x = run_checkpointed(
+        lambda y, k, r: step(y, k, eta, r), built["x_bad"], checkpoints, measure,
+        keys=jax.vmap(jax.random.PRNGKey)(jnp.asarray(traj_seed)), args=jnp.asarray(traj_rho),
+        name=f"{method} (batch {batch})",
+    )
     frames = []
     for j in range(len(traj_seed)):
         df = pd.DataFrame(values[j], columns=list(METRICS))
@@ -411,20 +347,6 @@ def flatness_rows(built: dict, config: dict, last: dict) -> pd.DataFrame:
               f"||dPhi grad trbar|| = {values[7]:.3g} +- {values[8]:.2g}, trace {values[3]:.1f}", file=sys.stderr,
               flush=True)
     return pd.DataFrame(rows)
-
-
-def _segment_runner(step):
-    """``advance(xs, keys, rhos, start, stop)``: steps ``start..stop-1`` of every trajectory; step t
-    uses ``fold_in(key, t)`` so results do not depend on the checkpoint spacing."""
-
-    @jax.jit
-    def advance(xs, keys, rhos, start, stop):
-        def one(x, key, rho):
-            return jax.lax.fori_loop(start, stop, lambda t, y: step(y, jax.random.fold_in(key, t), rho), x)
-
-        return jax.vmap(one)(xs, keys, rhos)
-
-    return advance
 
 
 # ----------------------------------------------------------------------------------------------
@@ -646,9 +568,7 @@ def plot_escape(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | 
     escape = _escape_rows(results)
     if minimizers is None and "record" in results.columns:
         minimizers = minimizer_rows(results)
-    values = escape[list(METRICS)].to_numpy(dtype=float)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("escape results hold non-finite values; refusing to plot them silently")
+    check_finite(escape, METRICS, "escape")
     config = Settings.resolve(config).as_dict()
     fig, axes = plt.subplots(3, 3, figsize=(13, 8.6), sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.6]})
     B = config["panel_batch"]
@@ -709,8 +629,8 @@ def plot_escape(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | 
 
 
 def compute(config: dict) -> pd.DataFrame:
-    """Workflow entry point: :func:`run_experiment` on ``config`` (missing keys from
-    :data:`DEFAULT_CONFIG`) as one tidy table.
+    """Workflow entry point: :func:`run_experiment` on ``config`` (missing keys from the
+    :class:`Settings` defaults) as one tidy table.
 
     Columns: ``record`` ("minimizer", "escape" or "flatness"), ``method`` (minimizer rows: "bad",
     "normal", "confusion"; escape rows: "sgd", "rs", "sa"; flatness rows: any of these but "confusion"),
@@ -765,33 +685,18 @@ def save_results(result: dict, out: Path) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
+    """``python -m flatmin.experiments.escape --profile quick --out DIR``: :func:`save_results` of a run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="paper", choices=["paper", *PRESETS])
     parser.add_argument("--out", type=Path, required=True, help="folder for csv/json/png outputs")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
-                        help="config overrides as JSON values, e.g. steps=1000 seeds=1")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value)
-    config = make_config(args.profile, **overrides)
-    result = run_experiment(config, verbose=True)
-    table = save_results(result, args.out)
-    with pd.option_context("display.width", 250, "display.max_columns", 40):
-        print(minimizer_rows(table).to_string(index=False))
-        print(final_table(table).to_string(index=False))
-        print(claims_table(table).to_string(index=False))
-        print(flatness_table(table).to_string(index=False))
-    print(json.dumps({k: round(v, 2) for k, v in result["timings"].items()}, indent=1))
+    table = save_results(run_experiment(make_config(args.profile), verbose=True), args.out)
+    print(claims_table(table).to_string(index=False))
     return 0
 
 
 # ----------------------------------------------------------------------------------------------
 # The audit's claims on this table (flatmin.claims)
-
-# Imported here, beside the claims they serve.
-from flatmin.claims import Claim, NotRun, point_estimate  # noqa: E402
 
 
 def _claims_row_value(prefix: str, reduce: str = "min"):

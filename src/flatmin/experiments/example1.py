@@ -57,6 +57,7 @@ import flatmin.settings
 from flatmin.experiments._sweeps import progress
 from flatmin.settings import Count, ProblemSpec, Spec
 from flatmin.claims import Claim, point_estimate
+from flatmin.plotting import check_finite
 
 COLUMNS = ("point", "source", "x1", "x2", "t", "loss", "grad_norm", "trace", "trbar", "hess_eig_min",
            "hess_eig_max", "on_minima")
@@ -218,10 +219,7 @@ def plot(results: pd.DataFrame, config: dict):
     """(a) contours of ``f`` with ``X*``; (b) contours of ``tr Hess f`` with ``X*``, the flattest
     points and the trace minimizer; (c) ``trbar`` along ``X*`` against ``t``, with the numerical
     minimizers."""
-    numeric = ["x1", "x2", "loss", "trace", "trbar"]
-    values = results[numeric].to_numpy(dtype=float)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("example1: non-finite values in the results table; refusing to plot")
+    check_finite(results, ["x1", "x2", "loss", "trace", "trbar"], "example1")
     problem = _problem(config)
     fns = _functions(problem)
     extent, n = config["grid"]["extent"], config["grid"]["points"]

@@ -62,6 +62,7 @@ from pydantic import Field, field_validator
 
 import flatmin
 import flatmin.settings
+from flatmin.checkpoints import checkpoint_steps
 from flatmin.experiments._sweeps import progress
 from flatmin.experiments.trajectories import (
     COLORS,
@@ -70,6 +71,7 @@ from flatmin.experiments.trajectories import (
     _ordered,
     algorithm_params,
 )
+from flatmin.plotting import check_finite
 from flatmin.problems.diagonal_net import diagonal_net_data
 from flatmin.problems.matrix_sensing import matrix_sensing_data
 from flatmin.settings import Count, RunInstance, Seeds
@@ -219,7 +221,7 @@ def run_instance(instance: dict, config: dict) -> pd.DataFrame:
         k = int(config["phi_checkpoints"])
         if k:
             steps = np.sort(m["step"].unique())
-            chosen = steps[np.unique(np.round(np.linspace(0, len(steps) - 1, k)).astype(int))]
+            chosen = steps[checkpoint_steps(len(steps) - 1, intervals=k - 1)]
             rows = np.flatnonzero(m["step"].isin(chosen).to_numpy())
             progress("generalization", f"  Phi by the gradient flow at {len(rows)} points")
             points["limit"] = jnp.stack([flatmin.limit_map(problem, iterates[i]) for i in rows])
@@ -298,9 +300,7 @@ def limit_agreement(results: pd.DataFrame, instance: str) -> pd.Series:
 def plot(results: pd.DataFrame, config: dict):
     """Per instance: (a) recovery error and (b) ``trbar`` against iterations at ``after_gd`` (mean and
     ±1 SD band; thin lines: the raw iterates; markers: the exact ``Phi``), references dashed."""
-    values = results[["step", "loss", "recovery_error", "trace"]].to_numpy(dtype=float)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("generalization: non-finite values in the results table; refusing to plot")
+    check_finite(results, ["step", "loss", "recovery_error", "trace"], "generalization")
     instances = list(dict.fromkeys(results["instance"]))
     fig, axes = plt.subplots(len(instances), 2, figsize=(13, 4.6 * len(instances)), squeeze=False,
                              layout="constrained")

@@ -55,6 +55,7 @@ from flatmin.algorithms import DEFAULTS, REQUIRED
 from flatmin.experiments._sweeps import progress
 from flatmin.settings import Count, RunInstance, Seeds, Spec
 from flatmin.claims import Claim, NotRun, instance_labels, point_estimate, select
+from flatmin.plotting import check_finite
 
 ALGORITHM_ORDER = ("gd", "sgd", "sam", "rs", "rs_noproj", "sa")
 LABELS = {"gd": "GD", "sgd": "SGD", "sam": "SAM", "rs": "RS (Alg. 1)", "rs_noproj": "RS, no projection",
@@ -243,14 +244,6 @@ def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | No
 # Figure
 
 
-def _check_finite(frame: pd.DataFrame, columns) -> None:
-    for column in columns:
-        values = frame[column].to_numpy(dtype=float)
-        if not np.all(np.isfinite(values)):
-            bad = frame.index[~np.isfinite(values)].tolist()[:10]
-            raise ValueError(f"trajectories: non-finite {column!r} in rows {bad}; refusing to plot")
-
-
 def _ordered(algorithms) -> list[str]:
     return sorted(algorithms, key=lambda a: ALGORITHM_ORDER.index(a) if a in ALGORITHM_ORDER else 99)
 
@@ -303,9 +296,9 @@ def plot(results: pd.DataFrame, config: dict):
     """Per instance: (a) ``trbar(Phi(x_t))`` and (b) distance to the flattest point against iterations
     (mean and ±1 SD band over seeds); (c) the paths in the plane for ``picture.instance``, else the
     loss against iterations."""
-    _check_finite(results, ["step", "trace", "loss"])
+    check_finite(results, ["step", "trace", "loss"], "trajectories")
     known = results.groupby("instance")["distance_to_flattest"].transform(lambda d: d.notna().any())
-    _check_finite(results[known], ["distance_to_flattest"])
+    check_finite(results[known], ["distance_to_flattest"], "trajectories")
     instances = list(dict.fromkeys(results["instance"]))
     picture = config.get("picture", {})
     fig, axes = plt.subplots(len(instances), 3, figsize=(16, 4.8 * len(instances)), squeeze=False,

@@ -1,0 +1,99 @@
+"""Mini-batch training with perturbed gradients, many trajectories at once, recorded at checkpoints.
+
+The steps of the escape experiment (the paper's Figure 3), usable on any :class:`flatmin.Problem` with
+per-sample losses. With a mini-batch ``B`` (uniform) and ``g_B = grad f_B(x)``::
+
+    SGD:  x <- x - eta * g_B
+    RS :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * g)]),              g ~ U(S^{d-1})
+    SA :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * s * g_B/||g_B||)]),  s ~ U{-1,+1}
+
+the gradient from :func:`flatmin.value_and_perturbed_grad` (Remark 2's fallback off). Trajectories are
+run side by side (vmap) between checkpoints, step ``t`` keyed by ``fold_in(key, t)``
+(:mod:`flatmin.checkpoints`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flatmin.checkpoints import run_steps
+from flatmin.perturbed import METHODS, value_and_perturbed_grad
+
+
+def minibatch_step(problem, method: str, batch_size: int) -> Callable:
+    """``step(x, key, eta, rho) -> x_next``: one step of ``method`` on a uniform mini-batch of
+    ``problem`` (module docstring).
+
+    ``method`` is one of :data:`flatmin.perturbed.METHODS`. ``eta`` and ``rho`` may be traced, so one
+    compilation serves every radius. ``key`` splits into a batch key and a perturbation key the same
+    way for every method: one key draws the same mini-batch whatever the method, and ``rho = 0`` gives
+    the SGD step exactly. A larger batch is drawn without replacement.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    n = problem.num_samples
+
+    def batch_loss(x, idx):
+        return jnp.mean(problem.losses_of(x, idx))
+
+    def step(x, key, eta, rho):
+        k_batch, k_pert = jax.random.split(key)
+        if batch_size == 1:
+            idx = jax.random.randint(k_batch, (1,), 0, n)
+        else:
+            idx = jax.random.choice(k_batch, n, (batch_size,), replace=False)
+        _, g = value_and_perturbed_grad(batch_loss, method, rho, fallback_radius=None)(x, idx, k_pert)
+        return x - eta * g
+
+    return step
+
+
+def segment_runner(step: Callable) -> Callable:
+    """``advance(xs, keys, args, start, stop)``: steps ``start, ..., stop - 1`` of every trajectory.
+
+    Trajectory ``i`` moves by ``x <- step(x, fold_in(keys[i], t), args[i])`` (``args``: any pytree with
+    a leading trajectory axis, e.g. radii). Compiled once: ``start`` and ``stop`` are traced.
+    """
+
+    @jax.jit
+    def advance(xs, keys, args, start, stop):
+        def one(x, key, arg):
+            return run_steps(lambda y, k, t: step(y, k, arg), x, start, stop, key=key)
+
+        return jax.vmap(one)(xs, keys, args)
+
+    return advance
+
+
+def run_checkpointed(step: Callable, start, checkpoints, measure: Callable, *, keys: jax.Array, args,
+                     name: str = "run") -> tuple[np.ndarray, jax.Array]:
+    """Trajectories from one ``start``, advanced by :func:`segment_runner` and measured at ``checkpoints``.
+
+    Args:
+      step: ``step(x, key, arg) -> x_next``.
+      start: ``(d,)``, the start of every trajectory.
+      checkpoints: increasing steps, the first one the start (e.g. :func:`flatmin.checkpoints.checkpoint_steps`).
+      measure: ``measure(xs (n, d)) -> (n, m)`` values recorded at every checkpoint.
+      keys: ``(n, ...)`` one random key per trajectory.
+      args: per-trajectory argument of ``step``, leading axis ``n``.
+      name: names the run in the error raised on divergence.
+
+    Returns:
+      ``(values (n, len(checkpoints), m), last iterates (n, d))``.
+
+    Raises:
+      FloatingPointError: an iterate became non-finite (named by the checkpoint it did not reach).
+    """
+    advance = segment_runner(step)
+    x = jnp.broadcast_to(start, (len(keys), *jnp.shape(start)))
+    records = [np.asarray(measure(x))]
+    for a, b in zip(checkpoints[:-1], checkpoints[1:]):
+        x = advance(x, keys, args, int(a), int(b))
+        if not bool(jnp.all(jnp.isfinite(x))):
+            raise FloatingPointError(f"{name} diverged before step {b}; lower the step size or the radius")
+        records.append(np.asarray(measure(x)))
+    return np.stack(records, axis=1), x
