@@ -44,6 +44,12 @@ minimizers :mod:`flatmin.minimizers`, data and model :mod:`flatmin.nets`. Entry 
 and :func:`plot` (workflow), :func:`run_experiment` (config dict, see :class:`Settings` /
 :data:`PRESETS`), :func:`final_table`, :func:`claims_table`, :func:`plot_escape`, and ``python -m
 flatmin.experiments.escape --profile quick --out DIR``.
+
+Why this file is longer than the others (about 740 lines): it is the one experiment on a trained
+network, and its 32 settings, the measurement at the minimizers and end points, the tables its six
+claims read, its nine-panel figure and the claims themselves belong to this experiment only; everything
+reusable (steps, checkpointed runs, the minimizers' construction, data, model, curvature) is in the
+library modules named above.
 """
 
 from __future__ import annotations
