@@ -121,8 +121,7 @@ def main(argv=None) -> int:
               f"probes, Lanczos depth 30): {flatness_time:.1f} s per point.", ""]
     text = "\n".join(lines)
     info = prov.provenance({"repeats": args.repeats, "inner": args.inner}, [0], started)
-    prov.write_atomic(args.out, text + "\n" + prov.markdown_footer(info) + "\n")
-    prov.write_sidecar(args.out, info)
+    prov.write_markdown(args.out, text, info)
     print(text)
     return 0
 

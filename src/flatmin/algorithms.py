@@ -19,6 +19,7 @@ algorithm analysed). When ``grad f_B(x) = 0`` exactly, SA takes the direction of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -27,8 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from flatmin.checkpoints import checkpoint_steps, run_steps
+from flatmin.checkpoints import checkpoint_steps
 from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
+from flatmin.loop import descend, resimulate, run_loop
 from flatmin.perturbed import project_out, rs_point, sam_point, sharpness_aware_point
 from flatmin.problem import Array, Problem
 
@@ -45,6 +47,8 @@ ALGORITHMS = tuple(REQUIRED)
 TRAINING_LOSS_ONLY = ("sgd", "sam", "sa")
 DEFAULTS = {"fallback_radius": 1e-9, "final_gd_steps": 0}
 ALL_PARAMS = ("eta", "eta_prime", "rho", "eps0", "batch_size", *DEFAULTS)
+#: The real-valued parameters, arguments of the compiled loops rather than constants in them.
+TRACED = ("eta", "eta_prime", "rho", "eps0", "fallback_radius")
 
 
 class DivergenceError(FloatingPointError):
@@ -143,31 +147,44 @@ def make_step(problem: Problem, algorithm: str, params: dict):
     kept in the signature so schedules can depend on it.
     """
     p = check_params(problem, algorithm, params)
+    step, hyper = _traced_step(problem, algorithm, p.get("batch_size")), _hyperparameters(p)
+    return lambda x, key, t: step(x, key, t, hyper)
+
+
+def _hyperparameters(params: dict) -> dict:
+    """The values a compiled loop takes as arguments (not constants): sweeping them reuses it."""
+    return {name: float(params[name]) for name in TRACED if name in params}
+
+
+@functools.lru_cache(maxsize=64)
+def _traced_step(problem: Problem, algorithm: str, batch_size: int | None):
+    """``step(x, key, t, hyper) -> (x_next, perturbed)`` with the values of :data:`TRACED` in ``hyper``;
+    one function per key, so that the compiled loops of :mod:`flatmin.loop` are cached on it."""
     grad = jax.grad(problem.loss)
 
     if algorithm == "gd":
-        def step(x, key, t):
-            return x - p["eta"] * grad(x), jnp.array(False)
+        def step(x, key, t, hyper):
+            return x - hyper["eta"] * grad(x), jnp.array(False)
 
     elif algorithm in ("sgd", "sam"):
-        def step(x, key, t):
+        def step(x, key, t, hyper):
             key_batch, _ = jax.random.split(key)
-            batch_grad = jax.grad(_batch_loss(problem, p["batch_size"], key_batch))
+            batch_grad = jax.grad(_batch_loss(problem, batch_size, key_batch))
             if algorithm == "sgd":
-                return x - p["eta"] * batch_grad(x), jnp.array(False)
-            return x - p["eta"] * batch_grad(sam_point(x, batch_grad(x), p["rho"])), jnp.array(False)
+                return x - hyper["eta"] * batch_grad(x), jnp.array(False)
+            return x - hyper["eta"] * batch_grad(sam_point(x, batch_grad(x), hyper["rho"])), jnp.array(False)
 
     else:
-        def direction(x, key):
+        def direction(x, key, hyper):
             if algorithm == "sa":
-                return sa_direction(problem, x, p["rho"], key, p["batch_size"], p["fallback_radius"])
-            return rs_direction(problem, x, p["rho"], key, project=algorithm == "rs")
+                return sa_direction(problem, x, hyper["rho"], key, batch_size, hyper["fallback_radius"])
+            return rs_direction(problem, x, hyper["rho"], key, project=algorithm == "rs")
 
-        def step(x, key, t):
+        def step(x, key, t, hyper):
             g = grad(x)
-            perturbed = jnp.linalg.norm(g) <= p["eps0"]
-            x_perturbed = x - p["eta_prime"] * (g + direction(x, key))
-            return jnp.where(perturbed, x_perturbed, x - p["eta"] * g), perturbed
+            perturbed = jnp.linalg.norm(g) <= hyper["eps0"]
+            x_perturbed = x - hyper["eta_prime"] * (g + direction(x, key, hyper))
+            return jnp.where(perturbed, x_perturbed, x - hyper["eta"] * g), perturbed
 
     return step
 
@@ -207,13 +224,13 @@ def _seed_list(seeds) -> list[int]:
     return seeds
 
 
-def _starting_points(problem: Problem, x0, seeds: Sequence[int]) -> Array:
+def _starting_points(problem: Problem, x0, seeds: Sequence[int]) -> np.ndarray:
     if x0 is None:
-        starts = jnp.stack([problem.start(jax.random.PRNGKey(s)) for s in seeds])
+        starts = np.stack([problem.start(jax.random.PRNGKey(s)) for s in seeds])
     else:
-        x0 = jnp.asarray(x0, dtype=jnp.float64)
+        x0 = np.asarray(x0, dtype=np.float64)
         if x0.shape == (problem.dim,):
-            starts = jnp.broadcast_to(x0, (len(seeds), problem.dim))
+            starts = np.broadcast_to(x0, (len(seeds), problem.dim))
         elif x0.shape == (len(seeds), problem.dim):
             starts = x0
         else:
@@ -221,9 +238,9 @@ def _starting_points(problem: Problem, x0, seeds: Sequence[int]) -> Array:
                 f"x0 of shape {x0.shape} fits neither ({problem.dim},) nor (num_seeds={len(seeds)}, "
                 f"{problem.dim})"
             )
-    bad = ~jnp.all(jnp.isfinite(starts), axis=1)
-    if bool(jnp.any(bad)):
-        raise ValueError(f"x0 has non-finite entries for seed(s) {np.asarray(seeds)[np.asarray(bad)].tolist()}")
+    bad = ~np.all(np.isfinite(starts), axis=1)
+    if bad.any():
+        raise ValueError(f"x0 has non-finite entries for seed(s) {np.asarray(seeds)[bad].tolist()}")
     return starts
 
 
@@ -249,6 +266,11 @@ def run(
     flat_resolution: int | None = None,
 ) -> RunResult:
     """Run ``algorithm`` from ``x0`` for ``steps`` steps on every seed at once (vmap + lax.scan).
+
+    The loop is compiled once per (problem, algorithm, batch size, number of seeds, number of
+    checkpoints, whether a final GD phase follows): step sizes, ``rho``, ``eps0``, ``fallback_radius``,
+    ``steps``, ``record_every`` and ``eps`` are arguments of the compiled code, so a sweep over them
+    reuses it (:mod:`flatmin.loop`).
 
     Args:
       problem: the loss.
@@ -303,9 +325,9 @@ def run(
     starts = _starting_points(problem, x0, seed_list)
     checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
 
-    step = make_step(problem, algorithm, p)
-    gd_step = make_step(problem, "gd", {"eta": p["eta"]})
-    iterates, perturbed, first_bad = _compiled_loop(step, gd_step, starts, seed_list, checkpoints, steps)
+    step, hyper = _traced_step(problem, algorithm, p.get("batch_size")), _hyperparameters(p)
+    iterates, perturbed, first_bad = run_loop(step, _traced_step(problem, "gd", None), hyper, starts, seed_list,
+                                              checkpoints, steps)
 
     bad_seeds = np.flatnonzero(first_bad >= 0)
     if bad_seeds.size:
@@ -315,25 +337,21 @@ def run(
             f"non-finite iterate at step {int(first_bad[s])} (params {p}); "
             f"{bad_seeds.size} of {len(seed_list)} seeds diverged"
         )
-    metrics = _metrics(
-        problem, iterates, perturbed, seed_list, checkpoints, steps, measure, eps,
-        gd_step if measure_after_gd else None, measure_after_gd,
-    )
+    metrics = _metrics(problem, iterates, perturbed, seed_list, checkpoints, steps, measure, eps, hyper,
+                       measure_after_gd)
     first_flat = None
     if eps is not None:
         flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
         first_flat = np.array([flat_steps.get(s, -1) for s in seed_list])
         if resolution < record_every:
-            first_flat = _refine_first_flat(
-                problem, step, iterates, seed_list, checkpoints, steps, first_flat, resolution, eps,
-                gd_step if measure_after_gd else None, measure_after_gd,
-            )
+            first_flat = _refine_first_flat(problem, step, hyper, iterates, seed_list, checkpoints, steps, first_flat,
+                                            resolution, eps, measure_after_gd)
     iterates = np.asarray(iterates)
     return RunResult(metrics, iterates[:, -1], iterates, first_flat)
 
 
-def _refine_first_flat(problem, step, iterates, seeds, checkpoints, main_steps, first_flat, resolution, eps,
-                       gd_step, gd_steps) -> np.ndarray:
+def _refine_first_flat(problem, step, hyper, iterates, seeds, checkpoints, main_steps, first_flat, resolution, eps,
+                       gd_steps) -> np.ndarray:
     """``first_flat`` located to ``resolution`` steps inside the interval ending at the first flat
     checkpoint (main phase only), by re-simulating that interval from the checkpoint before it."""
     index = np.searchsorted(checkpoints, first_flat)
@@ -341,26 +359,11 @@ def _refine_first_flat(problem, step, iterates, seeds, checkpoints, main_steps, 
     if not refine.any():
         return first_flat
     rows = np.flatnonzero(refine)
-    lo = jnp.asarray(checkpoints[index[rows] - 1])
-    hi = jnp.asarray(first_flat[rows])
-    length = int(-(-int(np.max(first_flat[rows] - checkpoints[index[rows] - 1])) // resolution))
     starts = jnp.asarray(iterates)[rows, index[rows] - 1]
-    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds)[rows])
-
-    def one_seed(x, key, lo, hi):
-        def one_step(y, k, t):
-            return step(y, k, t)[0]
-
-        def segment(y, j):
-            end = jnp.minimum(lo + j * resolution, hi)
-            y = run_steps(one_step, y, jnp.minimum(lo + (j - 1) * resolution, hi), end, key=key)
-            return y, (y, end)
-
-        return jax.lax.scan(segment, x, jnp.arange(1, length + 1))[1]
-
-    points, ends = jax.jit(jax.vmap(one_seed))(starts, keys, lo, hi)
-    flat = np.asarray(flat_test(_measures(problem, points.reshape(-1, problem.dim), gd_step, gd_steps), eps))
-    flat = flat.reshape(len(rows), length)
+    points, ends = resimulate(step, hyper, starts, np.asarray(seeds)[rows], checkpoints[index[rows] - 1],
+                              first_flat[rows], resolution)
+    flat = np.asarray(flat_test(_measures(problem, points.reshape(-1, problem.dim), hyper, gd_steps), eps))
+    flat = flat.reshape(len(rows), -1)
     refined = first_flat.copy()
     for i, row in enumerate(rows):
         hits = np.flatnonzero(flat[i])
@@ -369,45 +372,22 @@ def _refine_first_flat(problem, step, iterates, seeds, checkpoints, main_steps, 
     return refined
 
 
-def _measures(problem, points, gd_step, gd_steps) -> dict:
-    """Flatness measures of ``points`` ``(n, d)``, after ``gd_steps`` GD steps when ``gd_step`` is given."""
-    if gd_step is not None:
-        descend = lambda x: jax.lax.fori_loop(0, gd_steps, lambda t, y: gd_step(y, None, t)[0], x)  # noqa: E731
-        points = jax.jit(jax.vmap(descend))(points)
+def _measures(problem, points, hyper, gd_steps) -> dict:
+    """Flatness measures of ``points`` ``(n, d)``, after ``gd_steps`` GD steps of size ``hyper["eta"]``."""
+    if gd_steps:
+        points = descend(_traced_step(problem, "gd", None), hyper, points, gd_steps)
     return jax.vmap(flatness_fn(problem))(points)
 
 
-def _compiled_loop(step, gd_step, starts, seeds, checkpoints, main_steps):
-    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
-    bounds = jnp.asarray(np.c_[checkpoints[:-1], checkpoints[1:]])
-
-    def one_seed(x0, key):
-        def one_step(carry, k, t):
-            x, count, first_bad = carry
-            x_main, perturbed = step(x, k, t)
-            in_main = t < main_steps
-            x_next = jnp.where(in_main, x_main, gd_step(x, k, t)[0])
-            finite = jnp.all(jnp.isfinite(x_next))
-            first_bad = jnp.where((first_bad < 0) & ~finite, t + 1, first_bad)
-            return x_next, count + (perturbed & in_main), first_bad
-
-        def segment(carry, bound):
-            x, first_bad = carry
-            x, count, first_bad = run_steps(one_step, (x, 0, first_bad), bound[0], bound[1], key=key)
-            return (x, first_bad), (x, count / (bound[1] - bound[0]))
-
-        (_, first_bad), (xs, fractions) = jax.lax.scan(segment, (x0, jnp.array(-1)), bounds)
-        return jnp.concatenate([x0[None], xs]), jnp.r_[0.0, fractions], first_bad
-
-    iterates, perturbed, first_bad = jax.jit(jax.vmap(one_seed))(starts, keys)
-    return iterates, np.asarray(perturbed), np.asarray(first_bad)
+@functools.lru_cache(maxsize=64)
+def _loss_and_grad_norm(problem: Problem):
+    return jax.jit(jax.vmap(lambda x: (problem.loss(x), jnp.linalg.norm(jax.grad(problem.loss)(x)))))
 
 
-def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, eps, gd_step, gd_steps):
+def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, eps, hyper, gd_steps):
     num_seeds, num_records, dim = iterates.shape
     points = iterates.reshape(-1, dim)
-    loss = jax.jit(jax.vmap(problem.loss))(points)
-    grad_norm = jax.jit(jax.vmap(lambda x: jnp.linalg.norm(jax.grad(problem.loss)(x))))(points)
+    loss, grad_norm = _loss_and_grad_norm(problem)(points)
     table = {
         "step": np.tile(checkpoints, num_seeds),
         "seed": np.repeat(seeds, num_records),
@@ -417,7 +397,7 @@ def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measu
         "perturbed_fraction": perturbed.reshape(-1),
     }
     if measure:
-        measures = _measures(problem, points, gd_step, gd_steps)
+        measures = _measures(problem, points, hyper, gd_steps)
         table.update({name: np.asarray(value) for name, value in measures.items()})
     metrics = pd.DataFrame(table)
     if eps is not None:

@@ -218,6 +218,12 @@ def write_sidecar(path: str | os.PathLike, info: Mapping) -> Path:
     return write_atomic(sidecar_path(path), text)
 
 
+def write_markdown(path: str | os.PathLike, text: str, info: Mapping) -> Path:
+    """Write ``text`` and the :func:`markdown_footer` of ``info`` to ``path``, ``info`` to its sidecar."""
+    write_sidecar(path, info)
+    return write_atomic(path, text + "\n" + markdown_footer(info) + "\n")
+
+
 def read_sidecar(path: str | os.PathLike) -> dict:
     """The provenance record stored beside ``path``."""
     return json.loads(sidecar_path(path).read_text(encoding="utf-8"))
