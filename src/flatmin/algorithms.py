@@ -33,6 +33,7 @@ from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
 from flatmin.loop import descend, resimulate, run_loop
 from flatmin.perturbed import project_out, rs_point, sam_point, sharpness_aware_point
 from flatmin.problem import Array, Problem
+from flatmin.settings import seed_list
 
 #: Parameters each algorithm requires; ``optional`` ones have the defaults below.
 REQUIRED = {
@@ -213,17 +214,6 @@ class RunResult:
     first_flat_step: np.ndarray | None = None
 
 
-def _seed_list(seeds) -> list[int]:
-    if isinstance(seeds, (int, np.integer)):
-        if seeds < 1:
-            raise ValueError(f"seeds must be a count >= 1 or a sequence of ints, got {seeds!r}")
-        return list(range(int(seeds)))
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds must not be empty")
-    return seeds
-
-
 def _starting_points(problem: Problem, x0, seeds: Sequence[int]) -> np.ndarray:
     if x0 is None:
         starts = np.stack([problem.start(jax.random.PRNGKey(s)) for s in seeds])
@@ -321,30 +311,30 @@ def run(
     resolution = record_every if flat_resolution is None else flat_resolution
     if not (isinstance(resolution, (int, np.integer)) and resolution >= 1):
         raise ValueError(f"flat_resolution must be an integer >= 1, got {flat_resolution!r}")
-    seed_list = _seed_list(seeds)
-    starts = _starting_points(problem, x0, seed_list)
+    seed_values = seed_list(seeds)
+    starts = _starting_points(problem, x0, seed_values)
     checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
 
     step, hyper = _traced_step(problem, algorithm, p.get("batch_size")), _hyperparameters(p)
-    iterates, perturbed, first_bad = run_loop(step, _traced_step(problem, "gd", None), hyper, starts, seed_list,
+    iterates, perturbed, first_bad = run_loop(step, _traced_step(problem, "gd", None), hyper, starts, seed_values,
                                               checkpoints, steps)
 
     bad_seeds = np.flatnonzero(first_bad >= 0)
     if bad_seeds.size:
         s = bad_seeds[0]
         raise DivergenceError(
-            f"{algorithm} on {problem.name!r} {problem.params} diverged: seed {seed_list[s]} gave a "
+            f"{algorithm} on {problem.name!r} {problem.params} diverged: seed {seed_values[s]} gave a "
             f"non-finite iterate at step {int(first_bad[s])} (params {p}); "
-            f"{bad_seeds.size} of {len(seed_list)} seeds diverged"
+            f"{bad_seeds.size} of {len(seed_values)} seeds diverged"
         )
-    metrics = _metrics(problem, iterates, perturbed, seed_list, checkpoints, steps, measure, eps, hyper,
+    metrics = _metrics(problem, iterates, perturbed, seed_values, checkpoints, steps, measure, eps, hyper,
                        measure_after_gd)
     first_flat = None
     if eps is not None:
         flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
-        first_flat = np.array([flat_steps.get(s, -1) for s in seed_list])
+        first_flat = np.array([flat_steps.get(s, -1) for s in seed_values])
         if resolution < record_every:
-            first_flat = _refine_first_flat(problem, step, hyper, iterates, seed_list, checkpoints, steps, first_flat,
+            first_flat = _refine_first_flat(problem, step, hyper, iterates, seed_values, checkpoints, steps, first_flat,
                                             resolution, eps, measure_after_gd)
     iterates = np.asarray(iterates)
     return RunResult(metrics, iterates[:, -1], iterates, first_flat)

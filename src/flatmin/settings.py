@@ -17,6 +17,7 @@ import copy
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
+import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, WithJsonSchema, model_validator
 
@@ -116,18 +117,25 @@ Algorithm = Literal["gd", "rs", "rs_noproj", "sa", "sgd", "sam"]
 Eps = Annotated[float, Field(gt=0, description="a target accuracy eps, a number > 0")]
 
 
+SEEDS_RULE = "an integer n >= 1 (seeds 0..n-1) or a non-empty list of distinct integers >= 0"
+
+
+def seed_list(seeds) -> list[int]:
+    """The seeds ``seeds`` stands for: a count ``n`` is ``0..n-1``, a sequence is itself. Raises
+    ValueError naming the value unless it is :data:`SEEDS_RULE`."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds >= 1:
+            return list(range(int(seeds)))
+    elif isinstance(seeds, (list, tuple, np.ndarray)) and len(seeds):
+        values = [int(s) for s in seeds if isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0]
+        if len(values) == len(seeds) and len(set(values)) == len(values):
+            return values
+    raise ValueError(f"seeds = {seeds!r}: seeds are {SEEDS_RULE}")
+
+
 def _check_seeds(value):
-    message = "seeds are an integer n >= 1 (seeds 0..n-1) or a non-empty list of distinct integers >= 0"
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ValueError(message)
-        return value
-    if (
-        isinstance(value, list) and value and len(set(value)) == len(value)
-        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
-    ):
-        return value
-    raise ValueError(message)
+    seed_list(value)
+    return value
 
 
 Seeds = Annotated[

@@ -37,6 +37,7 @@ from flatmin import experiments
 from flatmin import provenance as prov
 from flatmin._files import import_file
 from flatmin.config import JOB_KEYS
+from flatmin.settings import seed_list
 
 FIGURE_FORMATS = ("pdf", "png")
 PNG_DPI = 150
@@ -181,7 +182,7 @@ def section_seeds(section: Mapping) -> list[int] | dict:
         found["seed"] = [int(section["seed"])]
     if "seeds" in section:
         seeds = section["seeds"]
-        found["seeds"] = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
+        found["seeds"] = seed_list(seeds)
     if len(found) == 1:
         return next(iter(found.values()))
     return found or None
