@@ -432,7 +432,7 @@ BAD_RUNS = [
     ("rs", {**RS, "eta": -0.1}, {}, ValueError, "eta must be.*-0.1"),
     ("rs", {**RS, "eta_prime": float("nan")}, {}, ValueError, "eta_prime must be.*nan"),
     ("rs", {**RS, "rho": 0.0}, {}, ValueError, "rho must be.*0.0"),
-    ("rs", {**RS, "eps0": 0.0}, {}, ValueError, "eps0 must be > 0.*0.0"),
+    ("rs", {**RS, "eps0": 0.0}, {}, ValueError, "eps0 must be a number > 0.*0.0"),
     ("rs", {**RS, "final_gd_steps": -1}, {}, ValueError, "final_gd_steps.*-1"),
     ("sa", {**SA, "batch_size": 0}, {}, ValueError, r"batch_size must be an integer in \[1, n=1\], got 0"),
     ("sa", {**SA, "batch_size": 2}, {}, ValueError, r"batch_size must be an integer in \[1, n=1\], got 2"),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Sequence
 
 import jax
@@ -33,7 +32,7 @@ from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
 from flatmin.loop import descend, resimulate, run_loop
 from flatmin.perturbed import project_out, rs_point, sam_point, sharpness_aware_point
 from flatmin.problem import Array, Problem
-from flatmin.settings import seed_list
+from flatmin.settings import check_positive, seed_list
 
 #: Parameters each algorithm requires; ``optional`` ones have the defaults below.
 REQUIRED = {
@@ -76,10 +75,10 @@ def check_params(problem: Problem, algorithm: str, params: dict) -> dict:
         raise ValueError(f"algorithm {algorithm!r} needs parameter(s) {missing}; got {sorted(params)}")
     full = {**DEFAULTS, **{k: v for k, v in params.items() if k != "steps"}}
     for name in ("eta", "eta_prime", "rho", "fallback_radius"):
-        if name in full and not (math.isfinite(full[name]) and full[name] > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {full[name]!r}")
-    if "eps0" in full and not full["eps0"] > 0:
-        raise ValueError(f"eps0 must be > 0 (math.inf: always perturb), got {full['eps0']!r}")
+        if name in full:
+            check_positive(name, full[name])
+    if "eps0" in full:
+        check_positive("eps0", full["eps0"], allow_inf=True, note="math.inf: always perturb")
     if "batch_size" in full:
         n = problem.num_samples
         if n is None:
@@ -129,8 +128,7 @@ def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Ar
     allowed = ("rs", "rs_noproj", "sa")
     if algorithm not in allowed:
         raise ValueError(f"unknown perturbation {algorithm!r}; allowed: {', '.join(allowed)}")
-    if not (math.isfinite(rho) and rho > 0):
-        raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
+    check_positive("rho", rho)
     x = jnp.asarray(x, dtype=jnp.float64)
     if algorithm == "sa":
         check_params(problem, "sa", {"eta": 1.0, "eta_prime": 1.0, "rho": rho, "eps0": 1.0,

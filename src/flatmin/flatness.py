@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import diffrax
 import jax
@@ -23,6 +22,7 @@ import numpy as np
 
 from flatmin.curvature import hessian_trace
 from flatmin.problem import Array, Problem
+from flatmin.settings import check_positive
 
 #: Default tolerances of the numerical gradient flow. The flow (Tsit5, PID control by ``rtol`` and
 #: ``atol``) stops once ``||grad f|| <= gtol``; on stiff problems the adaptive solver cannot push the
@@ -314,20 +314,10 @@ def flat_test(measures: dict, eps: float, eps_prime: float | None = None, criter
     return (gap <= eps) & (measures["tangent_grad_norm"] <= eps_prime)
 
 
-def _positive_number(value) -> bool:
-    """A finite real > 0 given as a Python, NumPy or 0-d JAX number (not a bool)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number, jax.Array)):
-        return False
-    if np.ndim(value) != 0 or not np.isrealobj(value):
-        return False
-    return math.isfinite(float(value)) and float(value) > 0
-
-
 def _check_tolerances(eps, eps_prime, criterion) -> None:
-    if not _positive_number(eps):
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    if eps_prime is not None and not _positive_number(eps_prime):
-        raise ValueError(f"eps_prime must be a finite number > 0 (or None for sqrt(eps)), got {eps_prime!r}")
+    check_positive("eps", eps)
+    if eps_prime is not None:
+        check_positive("eps_prime", eps_prime, note="or None for sqrt(eps)")
     if criterion not in CRITERIA:
         raise ValueError(f"unknown flatness criterion {criterion!r}; allowed: {', '.join(CRITERIA)}")
 

@@ -26,13 +26,13 @@ error stated.
 
 from __future__ import annotations
 
-import math
 import typing
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+from flatmin.settings import check_positive
 from flatmin.curvature import (
     PROBE_BATCH_SIZE,
     _check_count,
@@ -150,8 +150,7 @@ def model_flatness(loss_fn: Callable, predict_fn: Callable, params, batch, key: 
     trace_probes = _check_count("trace_probes", trace_probes, 2)
     if gradient_probes is not None and gradient_probes != 0:
         gradient_probes = _check_count("gradient_probes (0, None or >= 2)", gradient_probes, 2)
-    if isinstance(rel_tol, bool) or not (isinstance(rel_tol, (int, float)) and math.isfinite(rel_tol) and rel_tol > 0):
-        raise ValueError(f"rel_tol must be a finite number > 0, got {rel_tol!r}")
+    check_positive("rel_tol", rel_tol)
     f, flat = flat_loss(loss_fn, params, batch)
     x, d = flat.x, flat.x.size
     key_trace, key_lanczos, key_gradient, key_projection = jax.random.split(key, 4)
