@@ -243,6 +243,7 @@ def run(
     record_every: int | None = None,
     *,
     eps: float | None = None,
+    flat_criterion: str = "distance",
     measure: bool = True,
     measure_after_gd: int = 0,
     flat_resolution: int | None = None,
@@ -264,8 +265,9 @@ def run(
         batch size into differently fused arithmetic, ~1e-16 relative); the same call repeats exactly.
       record_every: checkpoint spacing (default ``max(1, steps // 100)``); steps 0, ``record_every``,
         ..., ``steps`` (and ``steps + final_gd_steps``) are recorded.
-      eps: if given, adds the column ``flat`` and ``first_flat_step`` for (eps, sqrt(eps))-flatness
-        (distance criterion).
+      eps: if given, adds the column ``flat`` and ``first_flat_step`` for (eps, sqrt(eps))-flatness.
+      flat_criterion: the first condition of Definition 3 that ``eps`` bounds: ``"distance"``
+        (``||x - Phi(x)||``) or ``"loss_gap"`` (``f(x) - f(Phi(x))``), see :func:`flatmin.is_flat`.
       measure: compute the flatness measures (needs Phi at every checkpoint; turn off for large d).
       measure_after_gd: measure flatness (and ``flat``) at the point reached from each checkpoint
         iterate by this many plain GD steps of size ``eta``: the output of Algorithm 2 stopped at
@@ -292,7 +294,7 @@ def run(
     if eps is not None and not measure:
         raise ValueError("eps needs measure=True (the flat test uses Phi)")
     if eps is not None:
-        _check_tolerances(eps, None, "distance")  # before the (long) run, not after it
+        _check_tolerances(eps, None, flat_criterion)  # before the (long) run, not after it
     if not (isinstance(measure_after_gd, (int, np.integer)) and measure_after_gd >= 0):
         raise ValueError(f"measure_after_gd must be an integer >= 0, got {measure_after_gd!r}")
     resolution = record_every if flat_resolution is None else flat_resolution
@@ -315,7 +317,7 @@ def run(
             f"{bad_seeds.size} of {len(seed_list)} seeds diverged"
         )
     metrics = _metrics(
-        problem, iterates, perturbed, seed_list, checkpoints, steps, measure, eps,
+        problem, iterates, perturbed, seed_list, checkpoints, steps, measure, (eps, flat_criterion),
         gd_step if measure_after_gd else None, measure_after_gd,
     )
     first_flat = None
@@ -324,17 +326,18 @@ def run(
         first_flat = np.array([flat_steps.get(s, -1) for s in seed_list])
         if resolution < record_every:
             first_flat = _refine_first_flat(
-                problem, step, iterates, seed_list, checkpoints, steps, first_flat, resolution, eps,
+                problem, step, iterates, seed_list, checkpoints, steps, first_flat, resolution, (eps, flat_criterion),
                 gd_step if measure_after_gd else None, measure_after_gd,
             )
     iterates = np.asarray(iterates)
     return RunResult(metrics, iterates[:, -1], iterates, first_flat)
 
 
-def _refine_first_flat(problem, step, iterates, seeds, checkpoints, main_steps, first_flat, resolution, eps,
+def _refine_first_flat(problem, step, iterates, seeds, checkpoints, main_steps, first_flat, resolution, flat,
                        gd_step, gd_steps) -> np.ndarray:
     """``first_flat`` located to ``resolution`` steps inside the interval ending at the first flat
-    checkpoint (main phase only), by re-simulating that interval from the checkpoint before it."""
+    checkpoint (main phase only), by re-simulating that interval from the checkpoint before it.
+    ``flat``: ``(eps, criterion)`` of the flat test."""
     index = np.searchsorted(checkpoints, first_flat)
     refine = (first_flat > 0) & (first_flat <= main_steps)
     if not refine.any():
@@ -358,8 +361,9 @@ def _refine_first_flat(problem, step, iterates, seeds, checkpoints, main_steps, 
         return jax.lax.scan(segment, x, jnp.arange(1, length + 1))[1]
 
     points, ends = jax.jit(jax.vmap(one_seed))(starts, keys, lo, hi)
-    flat = np.asarray(flat_test(_measures(problem, points.reshape(-1, problem.dim), gd_step, gd_steps), eps))
-    flat = flat.reshape(len(rows), length)
+    eps, criterion = flat
+    measures = _measures(problem, points.reshape(-1, problem.dim), gd_step, gd_steps)
+    flat = np.asarray(flat_test(measures, eps, criterion=criterion)).reshape(len(rows), length)
     refined = first_flat.copy()
     for i, row in enumerate(rows):
         hits = np.flatnonzero(flat[i])
@@ -403,7 +407,8 @@ def _compiled_loop(step, gd_step, starts, seeds, checkpoints, main_steps):
     return iterates, np.asarray(perturbed), np.asarray(first_bad)
 
 
-def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, eps, gd_step, gd_steps):
+def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, flat, gd_step, gd_steps):
+    """``flat``: ``(eps, criterion)`` of the flat test, ``eps`` None for none."""
     num_seeds, num_records, dim = iterates.shape
     points = iterates.reshape(-1, dim)
     loss = jax.jit(jax.vmap(problem.loss))(points)
@@ -420,6 +425,7 @@ def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measu
         measures = _measures(problem, points, gd_step, gd_steps)
         table.update({name: np.asarray(value) for name, value in measures.items()})
     metrics = pd.DataFrame(table)
+    eps, criterion = flat
     if eps is not None:
-        metrics["flat"] = np.asarray(flat_test(metrics, eps))
+        metrics["flat"] = np.asarray(flat_test(metrics, eps, criterion=criterion))
     return metrics
