@@ -57,7 +57,7 @@ _INSTANCES = [
     # at rho = 0.1 the distance form holds too, but flickers (flat on 27% of the checkpoints against
     # 47%, eps = 0.08), so its first flat step depends on the checkpoint grid. 20 checkpoints: the
     # flat test (Phi by integrating the flow) dominates the cost; first flat steps within 0.3% of
-    # those with 200. Flat at 51-65% of the budget with cT = 6000 (16 seeds, eps 0.08 to 0.04).
+    # those with 200. Flat at 50-65% of the budget with cT = 6000 (16 seeds, eps 0.08 to 0.04).
     {"name": "diagonal_net", "params": {"n": 10, "p": 30, "sparsity": 3, "seed": 0},
      "label": "diagonal_net", "eps": {"sa": [0.04, 0.056, 0.08]}, "constants": {"sa": {"c2": 0.1, "cT": 6000.0}},
      "flat_criterion": "loss_gap", "records": 20},
