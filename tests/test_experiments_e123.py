@@ -199,6 +199,19 @@ def test_decrease_plot(decrease_results):
     check_figure(decrease.plot(decrease_results, DECREASE), panels=2)
 
 
+def test_decrease_plot_legend_reads_the_local_slopes(decrease_results):
+    """A third eps level for RS (0.02, an eighth of the decrease at 0.04 as eps^3 gives) adds the local slopes."""
+    third = decrease_results[(decrease_results["sweep"] == "eps") & (decrease_results["eps"] == 0.04)]
+    third = third.assign(eps=0.02, decrease_per_perturbed_step=third["decrease_per_perturbed_step"] / 8)
+    fig = decrease.plot(pd.concat([decrease_results, third], ignore_index=True), DECREASE)
+    labels = [text.get_text() for text in fig.get_axes()[0].get_legend().get_texts()]
+    rs = pd.concat([decrease_results, third]).query("sweep == 'eps'")
+    means = rs.groupby("eps")["decrease_per_perturbed_step"].mean()
+    local = np.diff(np.log(means.to_numpy())) / np.diff(np.log(means.index.to_numpy()))
+    assert any(f"local slopes: {local[0]:.2f}, {local[1]:.2f}" in label for label in labels), labels
+    plt.close(fig)
+
+
 def test_decrease_plot_refuses_non_finite(decrease_results):
     bad = decrease_results.copy()
     bad.loc[2, "decrease_per_perturbed_step"] = np.inf
