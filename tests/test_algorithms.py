@@ -356,6 +356,24 @@ def _gd_iterate(x0, eta, t):
     return x
 
 
+def test_first_flat_step_with_the_loss_gap_criterion_against_independent_gd(hyperbola):
+    """As above, with the loss-gap form of Definition 3: flat once f(x_t) - f(Phi(x_t)) = (x_t y_t - 1)^2
+    <= eps; at eps = 1e-6 that comes before the distance falls under eps (the gap is quadratic in it)."""
+    eta, eps, steps = 0.05, 1e-6, 120
+    gap = lambda t: (np.prod(_gd_iterate([1.2, 1.2], eta, t)) - 1.0) ** 2  # noqa: E731
+    exact = next(t for t in range(steps + 1) if gap(t) <= eps)
+    starts = np.array([[1.2, 1.2], HYPERBOLA_SHARP + np.array([0.01, 0.0])])
+    kwargs = dict(x0=starts, params={"eta": eta}, steps=steps, seeds=2, record_every=5, eps=eps, flat_resolution=1)
+    by_gap = flatmin.run(hyperbola, "gd", flat_criterion="loss_gap", **kwargs)
+    by_distance = flatmin.run(hyperbola, "gd", **kwargs)
+    assert by_gap.first_flat_step.tolist() == [exact, -1]
+    assert 0 < exact < by_distance.first_flat_step[0]
+    m = by_gap.metrics
+    np.testing.assert_array_equal(m["flat"], (m["loss_gap"] <= eps) & (m["tangent_grad_norm"] <= np.sqrt(eps)))
+    with pytest.raises(ValueError, match="unknown flatness criterion 'gap'"):
+        flatmin.run(hyperbola, "gd", flat_criterion="gap", **kwargs)
+
+
 def test_flat_resolution_locates_the_first_flat_step_of_a_random_run():
     """RS: refined first flat steps equal the step-by-step ones whenever those fall in the last checkpoint
     interval (the run is re-simulated with the same keys); earlier flat steps (the test flickering on

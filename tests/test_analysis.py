@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from flatmin.analysis import CONFIDENCE, Estimate, exponent, loglog_slope, mean_with_ci, summarize
+from flatmin.analysis import (
+    CONFIDENCE, Estimate, exponent, loglog_slope, mean_with_ci, slope_profile, summarize, trend_towards,
+)
 
 LEVELS = np.array([0.01, 0.02, 0.04, 0.08])
 
@@ -180,6 +182,71 @@ def test_exponent_needs_two_levels():
     table = pd.DataFrame({"eps": [0.1] * 4, "steps": [1.0, 2.0, 3.0, 4.0]})
     with pytest.raises(ValueError, match=">= 2 distinct 'eps' levels"):
         exponent(table, "eps", "steps")
+
+
+# ============================================================================ slope_profile, trend_towards
+KINKED_LEVELS = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+
+
+def kinked_table(rng=None, n=1, sigma=0.0):
+    """Mean exactly ``level^-2`` up to level 4 and slope -3 beyond (continuous at 4), ``n`` lognormal
+    samples per level."""
+    means = np.where(KINKED_LEVELS <= 4, KINKED_LEVELS**-2.0, 4.0**-2.0 * (KINKED_LEVELS / 4) ** -3.0)
+    noise = np.ones((len(means), n))
+    if rng is not None:
+        noise = np.exp(sigma * rng.standard_normal((len(means), n)) - sigma**2 / 2)
+    return pd.DataFrame({"eps": np.repeat(KINKED_LEVELS, n), "steps": (means[:, None] * noise).ravel()})
+
+
+def test_slope_profile_of_a_kinked_power_law_is_exact():
+    """Five levels: the halves are the 3 smallest and the 3 largest, sharing the kink at 4."""
+    small = slope_profile(kinked_table(), "eps", "steps", toward="small")
+    assert small.levels == tuple(KINKED_LEVELS)
+    np.testing.assert_allclose(small.local, [-2, -2, -3, -3], atol=1e-12)
+    assert small.asymptotic_half == Estimate(pytest.approx(-2.0), pytest.approx(-2.0), pytest.approx(-2.0))
+    assert small.other_half.value == pytest.approx(-3.0, abs=1e-12)
+    large = slope_profile(kinked_table(), "eps", "steps", toward="large")
+    assert (large.asymptotic_half.value, large.other_half.value) == (pytest.approx(-3.0), pytest.approx(-2.0))
+    assert small.local_text() == "1→2: -2.00; 2→4: -2.00; 4→8: -3.00; 8→16: -3.00"
+
+
+def test_slope_profile_halves_of_an_even_count_are_the_end_pairs():
+    table = lognormal_table(np.random.default_rng(11), -2.0, n=6)
+    profile = slope_profile(table, "eps", "steps", toward="large")
+    assert profile.asymptotic_half.value == pytest.approx(profile.local[-1], abs=1e-12)
+    assert profile.other_half.value == pytest.approx(profile.local[0], abs=1e-12)
+
+
+def test_slope_profile_halves_are_within_their_standard_errors_of_the_truth():
+    n, sigma, truth = 10, 0.3, -3.0
+    profile = slope_profile(lognormal_table(np.random.default_rng(12), truth, n=n, sigma=sigma), "eps", "steps",
+                            toward="small")
+    se = analytic_slope_se(LEVELS[:2], n, sigma)
+    for half in (profile.asymptotic_half, profile.other_half):
+        assert abs(half.value - truth) <= 5 * se and half.low <= half.value <= half.high, (half, se)
+
+
+def test_trend_towards_reads_the_side_the_slope_moves_to():
+    """The kink (-2 to -3) is 0.5 / SE ~ 10 standard errors of each half: the halves' intervals are disjoint."""
+    table = kinked_table(np.random.default_rng(13), n=20, sigma=0.1)
+    assert 5 * analytic_slope_se(KINKED_LEVELS[:3], 20, 0.1) < 0.5
+    small = slope_profile(table, "eps", "steps", toward="small")
+    large = slope_profile(table, "eps", "steps", toward="large")
+    assert trend_towards(small, -2.0) == "towards" and trend_towards(small, -3.0) == "away"
+    assert trend_towards(large, -3.0) == "towards" and trend_towards(large, -2.0) == "away"
+
+
+def test_trend_of_a_pure_power_law_is_no_significant_change():
+    table = lognormal_table(np.random.default_rng(14), -3.0, n=10, sigma=0.3)
+    assert trend_towards(slope_profile(table, "eps", "steps", toward="small"), -3.0) == "no significant change"
+
+
+def test_slope_profile_needs_three_levels_and_a_direction():
+    table = lognormal_table(np.random.default_rng(15), -2.0, levels=LEVELS[:2], n=4)
+    with pytest.raises(ValueError, match=">= 3 distinct 'eps' levels"):
+        slope_profile(table, "eps", "steps", toward="small")
+    with pytest.raises(ValueError, match="toward must be 'small' or 'large', got 'up'"):
+        slope_profile(lognormal_table(np.random.default_rng(15), -2.0, n=4), "eps", "steps", toward="up")
 
 
 # ============================================================================ mean_with_ci, summarize

@@ -199,6 +199,19 @@ def test_decrease_plot(decrease_results):
     check_figure(decrease.plot(decrease_results, DECREASE), panels=2)
 
 
+def test_decrease_plot_legend_reads_the_local_slopes(decrease_results):
+    """A third eps level for RS (0.02, an eighth of the decrease at 0.04 as eps^3 gives) adds the local slopes."""
+    third = decrease_results[(decrease_results["sweep"] == "eps") & (decrease_results["eps"] == 0.04)]
+    third = third.assign(eps=0.02, decrease_per_perturbed_step=third["decrease_per_perturbed_step"] / 8)
+    fig = decrease.plot(pd.concat([decrease_results, third], ignore_index=True), DECREASE)
+    labels = [text.get_text() for text in fig.get_axes()[0].get_legend().get_texts()]
+    rs = pd.concat([decrease_results, third]).query("sweep == 'eps'")
+    means = rs.groupby("eps")["decrease_per_perturbed_step"].mean()
+    local = np.diff(np.log(means.to_numpy())) / np.diff(np.log(means.index.to_numpy()))
+    assert any(f"local slopes: {local[0]:.2f}, {local[1]:.2f}" in label for label in labels), labels
+    plt.close(fig)
+
+
 def test_decrease_plot_refuses_non_finite(decrease_results):
     bad = decrease_results.copy()
     bad.loc[2, "decrease_per_perturbed_step"] = np.inf
@@ -266,3 +279,49 @@ def test_complexity_instance_constants_override_the_section_per_algorithm():
     plain = schedule("rs", make_instance(spec, 0.04), 0.04, dict(config["constants"]["rs"]))[1]
     assert budgets["plain"] == plain
     assert budgets["longer"] == math.ceil(2.0 * iteration_bound("rs", 0.04))
+
+
+def test_complexity_extension_runs_its_algorithms_only_with_its_records_and_the_instance_criterion(monkeypatch):
+    """dim_sweep.extend adds d = 8 for SA alone with 4 checkpoints; an instance's flat_criterion and
+    records reach flatmin.run (the loss-gap form, 5 checkpoints) and the others keep the distance form."""
+    criteria = []
+    original = complexity.flatmin.run
+
+    def recording_run(*args, **kwargs):
+        criteria.append((kwargs["flat_criterion"], kwargs["record_every"], args[4]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(complexity.flatmin, "run", recording_run)
+    spec = {"name": "hyperbola", "params": {"depth": 2}, "label": "hyperbola", "flat_criterion": "loss_gap",
+            "records": 5}
+    config = {**QUICK_COMPLEXITY, "seeds": 2, "records": 10, "flat_refine": 1,
+              "eps_sweep": {"eps": {"rs": [0.04]}, "instances": [spec]},
+              "dim_sweep": {**QUICK_COMPLEXITY["dim_sweep"], "values": [3], "algorithms": ["rs"],
+                            "extend": {"algorithms": ["sa"], "values": [7], "records": 4}}}
+    complexity.Settings.model_validate(config)
+    table = complexity.compute(config)
+    dims = table[table["sweep"] == "dim"].groupby("algorithm")["dim"].unique()
+    assert dims["rs"].tolist() == [4] and dims["sa"].tolist() == [8]
+    (eps_run, rs_dim_run, sa_dim_run) = criteria
+    assert eps_run[0] == "loss_gap" and rs_dim_run[0] == sa_dim_run[0] == "distance"
+    assert eps_run[1] == eps_run[2] // 5  # record_every = budget // records
+    assert rs_dim_run[1] == rs_dim_run[2] // 10 and sa_dim_run[1] == sa_dim_run[2] // 4
+
+
+def test_complexity_extension_must_add_new_values():
+    bad = {**QUICK_COMPLEXITY["dim_sweep"], "values": [3, 7],
+           "extend": {"algorithms": ["sa"], "values": [7], "records": 4}}
+    with pytest.raises(ValueError, match=r"extend.values \[7\] repeat values \[3, 7\]"):
+        complexity.Settings.resolve({"dim_sweep": bad})
+
+
+def test_complexity_plot_legend_reads_the_local_slopes(complexity_results):
+    """With a third eps level (RS on the ramp at 0.02, 3x the steps at 0.028) the legend gives the local slopes."""
+    third = complexity_results[(complexity_results["eps"] == 0.028)].copy()
+    third = third.assign(eps=0.02, first_flat_step=3 * third["first_flat_step"])
+    fig = complexity.plot(pd.concat([complexity_results, third], ignore_index=True), COMPLEXITY)
+    labels = [text.get_text() for text in fig.get_axes()[0].get_legend().get_texts()]
+    expected = f"local slopes: {np.log(1 / 3) / np.log(0.028 / 0.02):.2f}, "
+    assert any(expected in label for label in labels), labels
+    plt.close(fig)
+

@@ -75,6 +75,6 @@ def test_the_add_an_experiment_example_runs_through_the_workflow_and_the_audit(t
         assert (folder / "build" / "drift" / "figures" / f"drift.{fmt}").stat().st_size > 0
     audit = pd.read_csv(folder / "build" / "drift" / "tables" / "audit.csv").set_index("id")
     drift = audit.loc["drift_reaches_flattest"]
-    assert drift["experiment"] == "drift" and drift["verdict"] == "consistent", drift
+    assert drift["experiment"] == "drift" and drift["verdict"] == "consistent: within tolerance", drift
     assert f"measured {drift['measured']:.4f}" in " ".join(README.split())  # the README quotes it
     assert (audit.drop(index="drift_reaches_flattest")["verdict"] == "not run").all()

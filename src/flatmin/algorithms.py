@@ -249,6 +249,7 @@ def run(
     record_every: int | None = None,
     *,
     eps: float | None = None,
+    flat_criterion: str = "distance",
     measure: bool = True,
     measure_after_gd: int = 0,
     flat_resolution: int | None = None,
@@ -275,8 +276,9 @@ def run(
         batch size into differently fused arithmetic, ~1e-16 relative); the same call repeats exactly.
       record_every: checkpoint spacing (default ``max(1, steps // 100)``); steps 0, ``record_every``,
         ..., ``steps`` (and ``steps + final_gd_steps``) are recorded.
-      eps: if given, adds the column ``flat`` and ``first_flat_step`` for (eps, sqrt(eps))-flatness
-        (distance criterion).
+      eps: if given, adds the column ``flat`` and ``first_flat_step`` for (eps, sqrt(eps))-flatness.
+      flat_criterion: the first condition of Definition 3 that ``eps`` bounds: ``"distance"``
+        (``||x - Phi(x)||``) or ``"loss_gap"`` (``f(x) - f(Phi(x))``), see :func:`flatmin.is_flat`.
       measure: compute the flatness measures (needs Phi at every checkpoint; turn off for large d).
       measure_after_gd: measure flatness (and ``flat``) at the point reached from each checkpoint
         iterate by this many plain GD steps of size ``eta``: the output of Algorithm 2 stopped at
@@ -303,7 +305,7 @@ def run(
     if eps is not None and not measure:
         raise ValueError("eps needs measure=True (the flat test uses Phi)")
     if eps is not None:
-        _check_tolerances(eps, None, "distance")  # before the (long) run, not after it
+        _check_tolerances(eps, None, flat_criterion)  # before the (long) run, not after it
     if not (isinstance(measure_after_gd, (int, np.integer)) and measure_after_gd >= 0):
         raise ValueError(f"measure_after_gd must be an integer >= 0, got {measure_after_gd!r}")
     resolution = record_every if flat_resolution is None else flat_resolution
@@ -325,23 +327,24 @@ def run(
             f"non-finite iterate at step {int(first_bad[s])} (params {p}); "
             f"{bad_seeds.size} of {len(seed_values)} seeds diverged"
         )
-    metrics = _metrics(problem, iterates, perturbed, seed_values, checkpoints, steps, measure, eps, hyper,
-                       measure_after_gd)
+    metrics = _metrics(problem, iterates, perturbed, seed_values, checkpoints, steps, measure,
+                       (eps, flat_criterion), hyper, measure_after_gd)
     first_flat = None
     if eps is not None:
         flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
         first_flat = np.array([flat_steps.get(s, -1) for s in seed_values])
         if resolution < record_every:
-            first_flat = _refine_first_flat(problem, step, hyper, iterates, seed_values, checkpoints, steps, first_flat,
-                                            resolution, eps, measure_after_gd)
+            first_flat = _refine_first_flat(problem, step, hyper, iterates, seed_values, checkpoints, steps,
+                                            first_flat, resolution, (eps, flat_criterion), measure_after_gd)
     iterates = np.asarray(iterates)
     return RunResult(metrics, iterates[:, -1], iterates, first_flat)
 
 
-def _refine_first_flat(problem, step, hyper, iterates, seeds, checkpoints, main_steps, first_flat, resolution, eps,
+def _refine_first_flat(problem, step, hyper, iterates, seeds, checkpoints, main_steps, first_flat, resolution, flat,
                        gd_steps) -> np.ndarray:
     """``first_flat`` located to ``resolution`` steps inside the interval ending at the first flat
-    checkpoint (main phase only), by re-simulating that interval from the checkpoint before it."""
+    checkpoint (main phase only), by re-simulating that interval from the checkpoint before it.
+    ``flat``: ``(eps, criterion)`` of the flat test."""
     index = np.searchsorted(checkpoints, first_flat)
     refine = (first_flat > 0) & (first_flat <= main_steps)
     if not refine.any():
@@ -350,8 +353,9 @@ def _refine_first_flat(problem, step, hyper, iterates, seeds, checkpoints, main_
     starts = jnp.asarray(iterates)[rows, index[rows] - 1]
     points, ends = resimulate(step, hyper, starts, np.asarray(seeds)[rows], checkpoints[index[rows] - 1],
                               first_flat[rows], resolution)
-    flat = np.asarray(flat_test(_measures(problem, points.reshape(-1, problem.dim), hyper, gd_steps), eps))
-    flat = flat.reshape(len(rows), -1)
+    eps, criterion = flat
+    measures = _measures(problem, points.reshape(-1, problem.dim), hyper, gd_steps)
+    flat = np.asarray(flat_test(measures, eps, criterion=criterion)).reshape(len(rows), -1)
     refined = first_flat.copy()
     for i, row in enumerate(rows):
         hits = np.flatnonzero(flat[i])
@@ -372,7 +376,8 @@ def _loss_and_grad_norm(problem: Problem):
     return jax.jit(jax.vmap(lambda x: (problem.loss(x), jnp.linalg.norm(jax.grad(problem.loss)(x)))))
 
 
-def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, eps, hyper, gd_steps):
+def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, flat, hyper, gd_steps):
+    """``flat``: ``(eps, criterion)`` of the flat test, ``eps`` None for none."""
     num_seeds, num_records, dim = iterates.shape
     points = iterates.reshape(-1, dim)
     loss, grad_norm = _loss_and_grad_norm(problem)(points)
@@ -388,6 +393,7 @@ def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measu
         measures = _measures(problem, points, hyper, gd_steps)
         table.update({name: np.asarray(value) for name, value in measures.items()})
     metrics = pd.DataFrame(table)
+    eps, criterion = flat
     if eps is not None:
-        metrics["flat"] = np.asarray(flat_test(metrics, eps))
+        metrics["flat"] = np.asarray(flat_test(metrics, eps, criterion=criterion))
     return metrics

@@ -3,7 +3,10 @@
 Exponents are fitted on per-level means: for levels ``x_1..x_L`` (e.g. eps values) with independent
 samples (seeds) at each level, the statistic is the least-squares slope of ``log(mean_l)`` against
 ``log(x_l)``. Its confidence interval is scipy's BCa bootstrap resampling the seeds within each level
-independently (``scipy.stats.bootstrap`` with one sample per level).
+independently (``scipy.stats.bootstrap`` with one sample per level). A rate is a limit (eps -> 0,
+d -> infinity): :func:`slope_profile` gives the slope of each pair of consecutive levels and the
+slopes over the two halves of the range, :func:`trend_towards` whether the half nearer the limit is
+nearer a target value.
 """
 
 from __future__ import annotations
@@ -61,28 +64,27 @@ def _samples_by_level(frame: pd.DataFrame, level: str, value: str) -> tuple[np.n
     return levels, samples
 
 
-def exponent(
-    frame: pd.DataFrame,
-    level: str,
-    value: str,
-    n_resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
-) -> Estimate:
-    """Exponent ``a`` in ``mean(value) ~ level^a``, with a BCa bootstrap interval over samples.
+def _centred_slope(log_levels: np.ndarray):
+    """``log_means (..., L) -> slope (...)``: the least-squares slope against ``log_levels``."""
+    lx = log_levels - log_levels.mean()
 
-    Args:
-      frame: tidy table, one row per sample (e.g. seed), columns ``level`` and ``value``.
-      level: column of the abscissa (e.g. ``"eps"``), positive.
-      value: column of the measured quantity (e.g. ``"steps"``), positive and finite.
+    def slope(log_means):
+        return (log_means - log_means.mean(axis=-1, keepdims=True)) @ lx / (lx @ lx)
 
-    A level with a single sample contributes no spread: it keeps its value in every bootstrap
-    replicate while the levels with two or more samples are resampled. With every level single the
-    interval is the point estimate.
+    return slope
+
+
+def _bootstrap(samples: list[np.ndarray], statistic_of_log_means, n_resamples: int, seed: int,
+               confidence: float) -> Estimate:
+    """``statistic_of_log_means`` (a function of the log per-level means, vectorized over leading axes)
+    with a BCa interval resampling the samples within each level independently.
+
+    A level with a single sample contributes no spread: it keeps its value in every replicate while
+    the levels with two or more samples are resampled. With every level single the interval is the
+    point estimate.
     """
-    levels, samples = _samples_by_level(frame, level, value)
     level_means = np.array([s.mean() for s in samples])
-    estimate = loglog_slope(levels, level_means)
+    estimate = float(statistic_of_log_means(np.log(level_means)))
     resampled_levels = [i for i, s in enumerate(samples) if len(s) >= 2]
     if not resampled_levels:
         return Estimate(estimate, estimate, estimate, confidence)
@@ -91,9 +93,7 @@ def exponent(
         resampled_means = np.stack([np.mean(s, axis=axis) for s in resampled], axis=-1)
         means = np.broadcast_to(level_means, resampled_means.shape[:-1] + level_means.shape).copy()
         means[..., resampled_levels] = resampled_means
-        logs = np.log(means)
-        lx = np.log(levels) - np.log(levels).mean()
-        return (logs - logs.mean(axis=-1, keepdims=True)) @ lx / (lx @ lx)
+        return statistic_of_log_means(np.log(means))
 
     with warnings.catch_warnings():
         # BCa degenerates on (near-)constant samples, e.g. every seed flat at the same checkpoint;
@@ -111,6 +111,108 @@ def exponent(
     if not (np.isfinite(low) and np.isfinite(high)):
         low, high = np.percentile(result.bootstrap_distribution, [50 * (1 - confidence), 50 * (1 + confidence)])
     return Estimate(estimate, float(low), float(high), confidence)
+
+
+def exponent(
+    frame: pd.DataFrame,
+    level: str,
+    value: str,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    """Exponent ``a`` in ``mean(value) ~ level^a``, with a BCa bootstrap interval over samples.
+
+    Args:
+      frame: tidy table, one row per sample (e.g. seed), columns ``level`` and ``value``.
+      level: column of the abscissa (e.g. ``"eps"``), positive.
+      value: column of the measured quantity (e.g. ``"steps"``), positive and finite.
+
+    A level with a single sample keeps its value in every bootstrap replicate (see :func:`_bootstrap`);
+    with every level single the interval is the point estimate.
+    """
+    levels, samples = _samples_by_level(frame, level, value)
+    return _bootstrap(samples, _centred_slope(np.log(levels)), n_resamples, seed, confidence)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlopeProfile:
+    """How the log-log slope changes across the levels of a sweep.
+
+    Attributes:
+      levels: the distinct levels, increasing.
+      local: the slope between each pair of consecutive levels (``len(levels) - 1`` values).
+      asymptotic_half: the slope fitted over the half of the levels nearest the asymptote (the
+        ``ceil(L / 2)`` smallest levels when ``toward == "small"``, the largest when ``"large"``),
+        with its bootstrap interval.
+      other_half: the same over the other ``ceil(L / 2)`` levels (the middle level is in both halves
+        when ``L`` is odd).
+      toward: ``"small"`` (the theory's rate is a limit as the level falls, e.g. eps -> 0) or
+        ``"large"`` (as it grows, e.g. d -> infinity).
+    """
+
+    levels: tuple[float, ...]
+    local: tuple[float, ...]
+    asymptotic_half: Estimate
+    other_half: Estimate
+    toward: str
+
+    def local_text(self) -> str:
+        return local_slopes_text(self.levels, self.local)
+
+
+def local_slopes(frame: pd.DataFrame, level: str, value: str) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct levels (increasing) and the log-log slope of ``mean(value)`` between each pair of
+    consecutive levels (the samples as in :func:`exponent`)."""
+    levels, samples = _samples_by_level(frame, level, value)
+    log_means = np.log([s.mean() for s in samples])
+    return levels, np.diff(log_means) / np.diff(np.log(levels))
+
+
+def local_slopes_text(levels, slopes) -> str:
+    """Local slopes as ``"a→b: s; ..."``, one entry per pair of consecutive ``levels``."""
+    return "; ".join(f"{a:g}→{b:g}: {s:.2f}" for a, b, s in zip(levels[:-1], levels[1:], slopes))
+
+
+def slope_profile(
+    frame: pd.DataFrame,
+    level: str,
+    value: str,
+    toward: str,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> SlopeProfile:
+    """The local slopes and the two half-range slopes of ``mean(value)`` against ``level`` (the
+    samples and bootstrap as in :func:`exponent`); needs >= 3 levels, so that the halves differ."""
+    if toward not in ("small", "large"):
+        raise ValueError(f"toward must be 'small' or 'large', got {toward!r}")
+    levels, samples = _samples_by_level(frame, level, value)
+    if len(levels) < 3:
+        raise ValueError(f"a slope profile needs >= 3 distinct {level!r} levels, got {levels}")
+    log_levels = np.log(levels)
+    half = -(-len(levels) // 2)
+    lower, upper = np.arange(half), np.arange(len(levels) - half, len(levels))
+    near, far = (lower, upper) if toward == "small" else (upper, lower)
+
+    def fit(indices):
+        slope = _centred_slope(log_levels[indices])
+        return _bootstrap([samples[i] for i in indices], slope, n_resamples, seed, confidence)
+
+    return SlopeProfile(tuple(float(x) for x in levels), tuple(local_slopes(frame, level, value)[1]),
+                        fit(near), fit(far), toward)
+
+
+def trend_towards(profile: SlopeProfile, target: float) -> str:
+    """Whether the slope approaches ``target`` as the levels approach the asymptote, from the two
+    half-range fits: ``"towards"`` when the asymptotic half is nearer ``target`` than the other half
+    and their intervals are disjoint, ``"away"`` when it is farther with disjoint intervals, else
+    ``"no significant change"``."""
+    near, far = profile.asymptotic_half, profile.other_half
+    disjoint = near.high < far.low or far.high < near.low
+    if not disjoint:
+        return "no significant change"
+    return "towards" if abs(near.value - target) < abs(far.value - target) else "away"
 
 
 def mean_with_ci(values, confidence: float = CONFIDENCE) -> Estimate:

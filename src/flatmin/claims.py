@@ -7,15 +7,24 @@ table it reads, a function measuring a statistic with its confidence interval
 holds what every claim shares: the verdict logic, the helpers the measures are built from,
 :func:`collect_claims` (the registry, in the order of :func:`flatmin.experiments.experiment_names`),
 :func:`evaluate`, which computes every verdict (nothing in the audit table is written by hand), and
-:func:`table1`. Verdicts:
+:func:`table1`. Verdicts (:data:`VERDICTS`), by the claim's kind:
 
-- ``consistent``: the measured value agrees with the stated value within the tolerance (or its
-  interval contains the stated value);
-- ``bound attained``: an upper bound's exponent is met on the instance built to attain it;
-- ``bound holds``: the measured value respects an upper bound without attaining it;
+- ``equal``: ``consistent: interval contains`` when the 95% interval contains the stated value, else
+  ``consistent: within tolerance`` when the value is within the tolerance of it (the note prints the
+  distance and the tolerance);
+- ``attained`` (an upper bound's exponent, on the instance built to attain it): ``bound attained:
+  interval contains`` / ``bound attained: within tolerance`` in the same way;
+- ``at_least`` / ``at_most`` (a bound not meant to be attained): ``bound holds`` when the value is on
+  the bound's side, ``bound holds: within tolerance`` when it is beyond the bound by at most the
+  tolerance (the interval plays no part);
+- ``below`` / ``above`` (a statistic against a threshold, no tolerance): ``threshold met``;
 - ``not confirmed``: none of the above, or the measure failed on the data. It is reported, never hidden;
 - ``not run``: the config did not produce the claim's data (the experiment was disabled, or its table
   lacks the rows the claim selects); the note says what is missing.
+
+A claim measured by a sweep exponent (:class:`SweepExponent`) also gets its local slopes, the slope
+over the half of the levels nearest the theory's limit and whether the slope moves towards the
+theory's value there (:func:`flatmin.analysis.slope_profile`, :func:`flatmin.analysis.trend_towards`).
 """
 
 from __future__ import annotations
@@ -27,9 +36,18 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from flatmin.analysis import Estimate, exponent
+from flatmin.analysis import Estimate, exponent, slope_profile, trend_towards
 
-VERDICTS = ("consistent", "bound attained", "bound holds", "not confirmed", "not run")
+VERDICTS = (
+    "consistent: interval contains", "consistent: within tolerance",
+    "bound attained: interval contains", "bound attained: within tolerance",
+    "bound holds", "bound holds: within tolerance",
+    "threshold met", "not confirmed", "not run",
+)
+(CONTAINS, WITHIN, ATTAINED_CONTAINS, ATTAINED_WITHIN, HOLDS, HOLDS_WITHIN, THRESHOLD_MET, NOT_CONFIRMED,
+ NOT_RUN) = VERDICTS
+CONFIRMING = VERDICTS[:7]
+"""The verdicts that support the claim (every one but ``not confirmed`` and ``not run``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +62,10 @@ class Claim:
       measure: ``results (DataFrame) -> Estimate``.
       expected: the theoretical value, or the bound.
       tolerance: allowed absolute deviation from ``expected``.
-      kind: ``"equal"`` (verdict consistent), ``"attained"`` (bound attained), ``"at_most"`` /
-        ``"at_least"`` (bound holds when the measured value is on the right side within tolerance)
-        ``"below"`` (consistent when the measured value is at most ``expected``: a test statistic
-        against its threshold) or ``"above"`` (consistent when it is strictly larger: a margin).
+      kind: ``"equal"``, ``"attained"`` (an upper bound's exponent on the instance built to attain
+        it), ``"at_most"`` / ``"at_least"`` (a bound: the measured value on its side), ``"below"``
+        (the measured value at most ``expected``: a test statistic against its threshold) or
+        ``"above"`` (strictly larger: a margin); the verdicts are in the module docstring.
       expected_text: how to print ``expected``.
     """
 
@@ -63,20 +81,34 @@ class Claim:
 
     def verdict(self, estimate: Estimate) -> str:
         inside = estimate.low <= self.expected <= estimate.high
-        close = abs(estimate.value - self.expected) <= self.tolerance
-        if self.kind == "equal":
-            return "consistent" if inside or close else "not confirmed"
-        if self.kind == "attained":
-            return "bound attained" if inside or close else "not confirmed"
-        if self.kind == "at_most":
-            return "bound holds" if estimate.value <= self.expected + self.tolerance else "not confirmed"
-        if self.kind == "at_least":
-            return "bound holds" if estimate.value >= self.expected - self.tolerance else "not confirmed"
+        close = self.distance(estimate) <= self.tolerance
+        if self.kind in ("equal", "attained"):
+            contains, within = (CONTAINS, WITHIN) if self.kind == "equal" else (ATTAINED_CONTAINS, ATTAINED_WITHIN)
+            return contains if inside else within if close else NOT_CONFIRMED
+        if self.kind in ("at_most", "at_least"):
+            return HOLDS if self.distance(estimate) == 0 else HOLDS_WITHIN if close else NOT_CONFIRMED
         if self.kind == "below":
-            return "consistent" if estimate.value <= self.expected else "not confirmed"
+            return THRESHOLD_MET if estimate.value <= self.expected else NOT_CONFIRMED
         if self.kind == "above":
-            return "consistent" if estimate.value > self.expected else "not confirmed"
+            return THRESHOLD_MET if estimate.value > self.expected else NOT_CONFIRMED
         raise ValueError(f"unknown claim kind {self.kind!r}")
+
+    def distance(self, estimate: Estimate) -> float:
+        """How far the measured value is from the stated value (``equal``, ``attained``) or beyond the
+        bound or threshold (the other kinds: 0 on its side)."""
+        gap = estimate.value - self.expected
+        beyond = {"at_most": gap, "below": gap, "at_least": -gap, "above": -gap}
+        return max(beyond[self.kind], 0.0) if self.kind in beyond else abs(gap)
+
+    def explain(self, estimate: Estimate) -> str:
+        """The note of a verdict reached through the tolerance, or refused beyond it: the distance,
+        the tolerance and the interval."""
+        verdict = self.verdict(estimate)
+        if verdict not in (WITHIN, ATTAINED_WITHIN, HOLDS_WITHIN, NOT_CONFIRMED) or self.kind in ("below", "above"):
+            return ""
+        relation = "<=" if verdict != NOT_CONFIRMED else ">"
+        return (f"distance {self.distance(estimate):.3g} {relation} tolerance {self.tolerance:g}; "
+                f"{estimate.confidence:.0%} interval [{estimate.low:.4g}, {estimate.high:.4g}]")
 
 
 class NotRun(LookupError):
@@ -103,16 +135,35 @@ def z_ratio(value: float, se: float, reference: float, z: float = 1.96) -> Estim
     return Estimate(value / reference, (value - z * se) / reference, (value + z * se) / reference)
 
 
-def sweep_exponent(sweep: str, algorithm: str, level: str, value: str, **where):
+TOWARD = {"eps": "small", "dim": "large"}
+"""Where the theory's rate is a limit, per sweep level: eps -> 0, d -> infinity."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepExponent:
     """A measure: the log-log exponent of ``value`` in ``level`` (:func:`flatmin.analysis.exponent`)
-    over the rows of ``sweep`` and ``algorithm`` (and the further column values ``where``) that
-    have a ``value``."""
+    over the rows ``rows(results)``; :meth:`profile` gives its local slopes
+    (:func:`flatmin.analysis.slope_profile`), ``toward`` the sweep's limit (:data:`TOWARD`)."""
 
-    def measure(results):
-        rows = select(results, sweep=sweep, algorithm=algorithm, **where)
-        return exponent(rows.dropna(subset=[value]), level, value)
+    rows: Callable[[pd.DataFrame], pd.DataFrame]
+    level: str
+    value: str
 
-    return measure
+    def __call__(self, results: pd.DataFrame) -> Estimate:
+        return exponent(self.rows(results), self.level, self.value)
+
+    def profile(self, results: pd.DataFrame):
+        return slope_profile(self.rows(results), self.level, self.value, TOWARD[self.level])
+
+
+def sweep_exponent(sweep: str, algorithm: str, level: str, value: str, **where) -> SweepExponent:
+    """The :class:`SweepExponent` of ``value`` in ``level`` over the rows of ``sweep`` and
+    ``algorithm`` (and the further column values ``where``) that have a ``value``."""
+
+    def rows(results):
+        return select(results, sweep=sweep, algorithm=algorithm, **where).dropna(subset=[value])
+
+    return SweepExponent(rows, level, value)
 
 
 def point_estimate(statistic: Callable[[pd.DataFrame], float]):
@@ -148,6 +199,27 @@ def claim_ids() -> list[str]:
     return [claim.id for claim in collect_claims()]
 
 
+COLUMNS = ["id", "reference", "statement", "experiment", "measured", "low", "high", "expected", "tolerance",
+           "distance", "verdict", "note", "local_slopes", "asymptotic_half", "asymptotic_half_low",
+           "asymptotic_half_high", "trend"]
+"""The audit's columns: the claim, its estimate and verdict, then for a sweep exponent its slope profile."""
+
+
+def _slope_columns(claim: Claim, results: pd.DataFrame) -> dict:
+    """The profile columns of a :class:`SweepExponent` claim with >= 3 levels (else none)."""
+    if not isinstance(claim.measure, SweepExponent):
+        return {}
+    try:
+        profile = claim.measure.profile(results)
+    except ValueError:  # fewer than 3 levels: no halves to compare
+        return {}
+    half = profile.asymptotic_half
+    trend = {"towards": "towards theory", "away": "away from theory"}.get(trend_towards(profile, claim.expected),
+                                                                        "no significant change")
+    return {"local_slopes": profile.local_text(), "asymptotic_half": half.value, "asymptotic_half_low": half.low,
+            "asymptotic_half_high": half.high, "trend": trend}
+
+
 def evaluate(results: dict[str, pd.DataFrame], config: dict | None = None,
              claims: Iterable[Claim] | None = None) -> pd.DataFrame:
     """Evaluate ``claims`` (by default :func:`collect_claims`) on ``results`` (experiment name ->
@@ -156,49 +228,67 @@ def evaluate(results: dict[str, pd.DataFrame], config: dict | None = None,
     A claim whose experiment is absent from ``results``, or whose measure raises :class:`NotRun`,
     gets the verdict ``not run`` with what is missing in ``note``. A measure that fails on the data
     (e.g. a run that never became flat leaves an exponent undefined) gets ``not confirmed`` with the
-    reason in ``note``. Returns one row per claim: ``id, reference, statement, experiment, measured,
-    low, high, expected, tolerance, verdict, note``.
-    """
+    reason in ``note``; a verdict reached through the tolerance (or refused beyond it) has the
+    distance and the tolerance in ``note`` (:meth:`Claim.explain`). Returns one row per claim with
+    the columns :data:`COLUMNS` (``distance``: :meth:`Claim.distance`); for a sweep exponent of >= 3
+    levels, ``local_slopes`` (each consecutive pair of levels), the slope over the half of the levels
+    nearest the sweep's limit with its interval (``asymptotic_half``, ``_low``, ``_high``) and
+    ``trend``: ``towards theory``, ``away from theory`` or ``no significant change``
+    (:func:`flatmin.analysis.trend_towards`)."""
     rows = []
     for claim in collect_claims() if claims is None else claims:
         row = {"id": claim.id, "reference": claim.reference, "statement": claim.statement,
                "experiment": claim.experiment, "expected": claim.expected_text or f"{claim.expected:g}",
-               "tolerance": claim.tolerance, "measured": np.nan, "low": np.nan, "high": np.nan, "note": ""}
+               "tolerance": claim.tolerance, "measured": np.nan, "low": np.nan, "high": np.nan,
+               "distance": np.nan, "note": ""}
         if claim.experiment not in results:
-            row.update(verdict="not run", note=f"experiment {claim.experiment!r} did not run")
+            row.update(verdict=NOT_RUN, note=f"experiment {claim.experiment!r} did not run")
         else:
             try:
                 estimate = claim.measure(results[claim.experiment])
             except NotRun as missing:
-                row.update(verdict="not run", note=f"{claim.experiment}: {missing}")
+                row.update(verdict=NOT_RUN, note=f"{claim.experiment}: {missing}")
             except (ValueError, KeyError, ZeroDivisionError) as err:
-                row.update(verdict="not confirmed", note=f"measure failed: {err}")
+                row.update(verdict=NOT_CONFIRMED, note=f"measure failed: {err}")
             else:
                 row.update(measured=estimate.value, low=estimate.low, high=estimate.high,
-                           verdict=claim.verdict(estimate))
+                           distance=claim.distance(estimate), verdict=claim.verdict(estimate),
+                           note=claim.explain(estimate),
+                           **_slope_columns(claim, results[claim.experiment]))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["id", "reference", "statement", "experiment", "measured", "low", "high",
-                                       "expected", "tolerance", "verdict", "note"])
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def table1(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Table 1 of the paper with the measured exponents beside the stated rates."""
+    """Table 1 of the paper with the measured exponents beside the stated rates: each cell the
+    exponent with its interval and the audit's verdict (with the distance and tolerance where the
+    verdict rests on the tolerance), and, for a sweep of >= 3 levels, the slope over the half of the
+    levels nearest the limit and its trend."""
     audit = evaluate(results).set_index("id")
 
     def cell(claim_id):
         if claim_id not in audit.index or not np.isfinite(audit.loc[claim_id, "measured"]):
             return "n/a"
         row = audit.loc[claim_id]
-        return f"{row['measured']:.2f} [{row['low']:.2f}, {row['high']:.2f}] ({row['verdict']})"
+        text = f"{row['measured']:.2f} [{row['low']:.2f}, {row['high']:.2f}] ({row['verdict']}"
+        if row["verdict"] in (WITHIN, ATTAINED_WITHIN, HOLDS_WITHIN):
+            text += f", distance {row['distance']:.2f} <= tolerance {row['tolerance']:g}"
+        text += ")"
+        if isinstance(row["trend"], str):
+            text += (f"; asymptotic half {row['asymptotic_half']:.2f} [{row['asymptotic_half_low']:.2f}, "
+                     f"{row['asymptotic_half_high']:.2f}], {row['trend']}")
+        return text
 
     return pd.DataFrame([
         {"algorithm": "RS (Algorithm 1, Theorem 1)", "paper rate": "O(eps^-3)",
          "exponent in eps, ramp": cell("theorem1_exponent_ramp"),
-         "exponent in eps, bowl": cell("theorem1_exponent_bowl"), "exponent in d": "—",
+         "exponent in eps, bowl": cell("theorem1_exponent_bowl"),
+         "exponent in eps, diagonal net": cell("theorem1_exponent_diagonal_net"), "exponent in d": "—",
          "per-step decrease exponent (Lemma 2)": cell("lemma2_exponent"),
          "per-step decrease exponent (Lemma 4)": "—"},
         {"algorithm": "SA (Algorithm 2, Theorem 2)", "paper rate": "O(d^-1 eps^-2 max{1, 1/(d^3 eps)})",
          "exponent in eps, ramp": cell("theorem2_exponent_ramp"), "exponent in eps, bowl": "—",
+         "exponent in eps, diagonal net": cell("theorem2_exponent_diagonal_net"),
          "exponent in d": cell("theorem2_exponent_d"), "per-step decrease exponent (Lemma 2)": "—",
          "per-step decrease exponent (Lemma 4)": cell("lemma4_exponent_eps")},
     ])

@@ -117,6 +117,7 @@ Count = Annotated[int, Strict()]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 TheoryAlgorithm = Literal["rs", "sa"]
 Algorithm = Literal["gd", "rs", "rs_noproj", "sa", "sgd", "sam"]
+FlatCriterion = Literal["distance", "loss_gap"]
 Eps = Annotated[float, Field(gt=0, description="a target accuracy eps, a number > 0")]
 
 
@@ -206,12 +207,17 @@ class ConstantsPerAlgorithm(Spec):
 
 
 class Instance(LabelledProblem):
-    """A problem of an eps sweep with its own eps lists and constants (optional)."""
+    """A problem of an eps sweep with its own eps lists, constants, flat test and checkpoints (optional)."""
 
     eps: EpsLists | None = Field(None, description="optional, this instance's eps lists per algorithm, replacing the sweep's eps")
     constants: ConstantsPerAlgorithm | None = Field(
         None, description="optional, this instance's theory constants per algorithm, overriding the section's "
         "constants key by key (the theorems' constants depend on the instance)")
+    flat_criterion: FlatCriterion | None = Field(None, description=(
+        "optional, the first condition of Definition 3 that eps bounds on this instance: distance "
+        "(||x - Phi(x)|| <= eps, the default) or loss_gap (f(x) - f(Phi(x)) <= eps)"))
+    records: Count | None = Field(None, ge=1, description=(
+        "optional, checkpoints per run on this instance, replacing the section's records, an integer >= 1"))
 
 
 class StepParams(Spec):
@@ -237,11 +243,6 @@ class RunInstance(Spec):
     algorithms: dict[Algorithm, StepParams] = Field(
         min_length=1, description="the algorithms run, {algorithm: {overrides of shared}} with algorithm one of "
         "gd, sgd, sam, rs, rs_noproj, sa")
-
-
-def dim_values(description: str):
-    """A field: a non-empty list of integers >= 1, the values of a sweep's ``dim_param``."""
-    return Field(min_length=1, description=description)
 
 
 DimValues = list[Annotated[Count, Field(ge=1)]]

@@ -16,15 +16,13 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
 import flatmin
 import flatmin.settings
-from flatmin.analysis import exponent
 from flatmin.experiments._sweeps import make_instance, progress, schedule
-from flatmin.plotting import check_finite, log_log
+from flatmin.plotting import check_finite, log_log, slope_label
 from flatmin.settings import ConstantsPerAlgorithm, DimValues, EpsLists, Identifier, Seeds, Spec, SweepProblem
 from flatmin.theory import decrease_bound
 from flatmin.claims import Claim, sweep_exponent
@@ -132,12 +130,8 @@ def plot(results: pd.DataFrame, config: dict):
         rows = results[results["sweep"] == sweep]
         for i, (algorithm, group) in enumerate(rows.groupby("algorithm")):
             stats = group.groupby(level)[value].agg(["mean", "sem"]).reset_index()
-            slope = ""
-            if group[level].nunique() >= 2:  # a sweep of one level (a valid config) has no slope
-                fit = exponent(group, level, value)
-                slope = f", slope {fit.value:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
             ax.errorbar(stats[level], stats["mean"], yerr=2 * stats["sem"], fmt="o", color=f"C{i}",
-                        label=f"{algorithm.upper()} measured (±2 SE){slope}")
+                        label=f"{algorithm.upper()} measured (±2 SE){slope_label(group, level, value)}")
             bound = group.groupby(level)["bound"].first()
             scale = stats["mean"].iloc[0] / bound.iloc[0]
             ax.plot(bound.index, scale * bound.to_numpy(), "--", color=f"C{i}",
@@ -145,7 +139,7 @@ def plot(results: pd.DataFrame, config: dict):
                     + " (scaled)")
         log_log(ax)
         ax.set(xlabel=xlabel, ylabel="decrease of trbar(Φ(x)) per perturbed step")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, title=f"95% CI; local slopes by increasing {level}", title_fontsize=7)
     dims = ", ".join(str(int(d)) for d in sorted(results[results["sweep"] == "eps"]["dim"].unique()))
     axes[0].set_title(f"(a) against ε on {config['problem']['name']}, d = {dims}")
     eps_text = ", ".join(f"{a.upper()} ε={e}" for a, e in config["dim_sweep"]["eps"].items())
