@@ -194,7 +194,8 @@ def test_end_to_end_table(tiny_results):
     fin = escape.final_table(table)
     assert len(fin) == 5 and (fin["seeds"] == 2).all()
     claims = escape.claims_table(table)
-    assert {"sgd_stays", "sa_beats_rs_equal_rho_b8", "smallest_batch_best_rho0.2", "gap_closed"} <= set(claims["claim"])
+    assert {"sgd_stays", "sa_beats_rs_equal_rho_b8", "sa_beats_rs_best_b8", "smallest_batch_best_rho0.2",
+            "gap_closed", "gap_closed_sgd", "gap_closed_rs", "gap_closed_sa"} <= set(claims["claim"])
     assert claims["holds"].map(type).eq(bool).all()
     fig = escape.plot(table, escape.make_config("paper", **TINY))
     assert len(fig.axes) == 9
@@ -202,10 +203,11 @@ def test_end_to_end_table(tiny_results):
 
 
 def test_flatness_records(tiny_results):
-    """Definition 3 at both minimizers and at the end point of every run (seed 0 by default)."""
+    """Definition 3 at both minimizers and at the end points (seed 0) of the best runs."""
     table = tiny_results
     flat = table[table["record"] == "flatness"]
-    runs = table[table["record"] == "escape"][["method", "batch", "rho"]].drop_duplicates()
+    runs = escape.best_runs(table[table["record"] == "escape"], TINY["panel_batch"])
+    assert {(m, b, r) for m, b, r in flat[["method", "batch", "rho"]].iloc[2:].itertuples(index=False)} == runs
     assert len(flat) == 2 + len(runs) and set(flat["seed"]) == {0}
     assert list(flat["method"].iloc[:2]) == ["bad", "normal"]
     assert (flat[list(escape.FLATNESS)] >= 0).all().all()
@@ -221,6 +223,31 @@ def test_flatness_records(tiny_results):
     assert (table[table["record"] != "flatness"][list(escape.FLATNESS)] == -1).all().all()
     summary = escape.flatness_table(table)
     assert list(summary["method"].iloc[:2]) == ["bad", "normal"] and len(summary) == len(flat)
+
+
+def _final_rows(spec):
+    """Escape rows at steps 0 and 10 for {(method, batch, rho): (accuracy at 0, at 10)} over seeds 0, 1
+    (seed 1 is 0.01 higher at step 10)."""
+    rows = []
+    for (method, batch, rho), (start, end) in spec.items():
+        for seed in (0, 1):
+            for step, acc in ((0, start), (10, end + 0.01 * seed)):
+                rows.append(dict(method=method, batch=batch, rho=rho, seed=seed, step=step, test_acc=acc,
+                                 train_acc=1.0, loss=0.0, trace=1.0, trace_se=0.0))
+    return pd.DataFrame(rows)
+
+
+def test_best_runs_and_best_against_best():
+    rows = _final_rows({("sgd", 8, 0.0): (0.5, 0.5), ("rs", 8, 0.5): (0.5, 0.6), ("rs", 8, 2.0): (0.5, 0.7),
+                        ("sa", 8, 0.2): (0.5, 0.8), ("sa", 8, 0.5): (0.5, 0.75), ("sa", 1, 0.2): (0.5, 0.9)})
+    assert escape.best_runs(rows, 8) == {("sgd", 8, 0.0), ("rs", 8, 2.0), ("sa", 8, 0.2), ("sa", 1, 0.2)}
+    claims = escape.claims_table(rows).set_index("claim")
+    # best SA (0.805) against best RS (0.705): standard errors 0.005 each, margin 0.1 - 2 * 0.005 * sqrt(2)
+    assert claims.loc["sa_beats_rs_best_b8", "value"] == pytest.approx(0.1 - 2 * np.hypot(0.005, 0.005))
+    assert claims.loc["sa_beats_rs_best_b8", "holds"]
+    detail = claims.loc["sa_beats_rs_best_b8", "detail"]
+    assert "best SA rho=0.2" in detail and "best RS rho=2" in detail
+    assert "SA's best rho is the smallest of its grid" in detail and "RS's best rho is the largest" in detail
 
 
 def test_config_validation():
