@@ -221,8 +221,9 @@ def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, theory_label: str,
     ax.plot([], [], "k--", alpha=0.6, label=f"budget cT·{theory_label} (per instance)")
     log_log(ax)
     ax.set(ylabel="iterations to an (ε, √ε)-flat point")
+    # below the axes: the curves span the whole panel, a legend inside would hide some of them
     ax.legend(fontsize=7, title=f"first flat step, mean ±2 SE; 95% CI; local slopes by increasing {level}",
-              title_fontsize=7)
+              title_fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
 
 
 def plot(results: pd.DataFrame, config: dict):
@@ -230,7 +231,7 @@ def plot(results: pd.DataFrame, config: dict):
     check_finite(results, ["budget", "flat_fraction", "trace_end"], "complexity")
     if results["first_flat_step"].notna().sum() == 0:
         raise ValueError("non-finite first_flat_step everywhere: no run became flat, nothing to plot")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 7), layout="constrained")
     eps_rows = results[results["sweep"] == "eps"]
     instances = sorted(eps_rows["instance"].unique())
     _panel(axes[0], eps_rows[eps_rows["algorithm"] == "rs"], "eps", "instance", "ε⁻³", instances)
