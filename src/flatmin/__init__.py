@@ -21,9 +21,12 @@ from flatmin.flatness import (  # noqa: E402
 from flatmin.algorithms import (  # noqa: E402
     ALGORITHMS,
     DivergenceError,
+    Trajectory,
     perturbation,
     run,
+    simulate,
 )
+from flatmin.measurement import first_flat_step, measure  # noqa: E402
 from flatmin.theory import theory_params  # noqa: E402
 from flatmin.perturbed import value_and_perturbed_grad  # noqa: E402
 from flatmin.curvature import TopEigenvalue, hessian_top_eigenvalue, hessian_trace  # noqa: E402
@@ -35,6 +38,8 @@ __all__ = [
     "ModelFlatness",
     "Problem",
     "TopEigenvalue",
+    "Trajectory",
+    "first_flat_step",
     "flatness",
     "hessian_top_eigenvalue",
     "hessian_trace",
@@ -43,11 +48,13 @@ __all__ = [
     "limit_map",
     "list_problems",
     "make_problem",
+    "measure",
     "model_flatness",
     "normalized_trace",
     "perturbation",
     "register_problem",
     "run",
+    "simulate",
     "tangent_gradient",
     "tangent_projector",
     "theory_params",

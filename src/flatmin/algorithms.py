@@ -1,5 +1,6 @@
 """The algorithms: GD, RS (Algorithm 1), SA (Algorithm 2) and the baselines SGD, SAM and RS
-without projection, as pure step functions, plus :func:`run`, the compiled multi-seed loop.
+without projection, as pure step functions; :func:`simulate`, the compiled multi-seed loop, and
+:func:`run`, which simulates and then measures (:mod:`flatmin.measurement`).
 
 Every step has the signature ``step(x (d,), key, t) -> (x_next (d,), perturbed ())``, where
 ``perturbed`` says whether the perturbed branch was taken (always False for GD/SGD/SAM).
@@ -27,8 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from flatmin import measurement
 from flatmin.checkpoints import checkpoint_steps
-from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
+from flatmin.flatness import _check_tolerances
 from flatmin.loop import descend, resimulate, run_loop
 from flatmin.perturbed import project_out, rs_point, sam_point, sharpness_aware_point
 from flatmin.problem import Array, Problem
@@ -188,30 +190,6 @@ def _traced_step(problem: Problem, algorithm: str, batch_size: int | None):
     return step
 
 
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """Output of :func:`run`.
-
-    Attributes:
-      metrics: tidy DataFrame, one row per (seed, checkpoint), columns ``step, seed, phase, loss,
-        grad_norm, perturbed_fraction`` and, with ``measure=True``, ``distance, loss_gap, trace,
-        tangent_grad_norm`` (:func:`flatmin.flatness`) and, with ``eps``, ``flat``.
-        ``perturbed_fraction`` is the fraction of steps since the previous checkpoint that took the
-        perturbed branch (the eps0 gate open).
-      final: last iterates, shape ``(num_seeds, d)``.
-      iterates: the iterates at the checkpoints, shape ``(num_seeds, num_checkpoints, d)``, in the
-        row order of ``metrics`` within each seed.
-      first_flat_step: with ``eps``, per seed the first step whose iterate is (eps, sqrt(eps))-flat
-        among the checkpoints and, inside the checkpoint interval that ends at the first flat
-        checkpoint, every ``flat_resolution`` steps; ``-1`` if no checkpoint is flat; else None.
-    """
-
-    metrics: pd.DataFrame
-    final: np.ndarray
-    iterates: np.ndarray
-    first_flat_step: np.ndarray | None = None
-
-
 def _starting_points(problem: Problem, x0, seeds: Sequence[int]) -> np.ndarray:
     if x0 is None:
         starts = np.stack([problem.start(jax.random.PRNGKey(s)) for s in seeds])
@@ -239,7 +217,50 @@ def _checkpoints(steps: int, record_every: int, final_gd_steps: int) -> np.ndarr
     return main
 
 
-def run(
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """The iterates of :func:`simulate` at its checkpoints, and what re-simulates them.
+
+    Attributes:
+      problem, algorithm: what ran.
+      params: the checked step parameters (:func:`check_params`).
+      seeds: ``(num_seeds,)``; seed ``s`` drives step ``t`` through ``fold_in(PRNGKey(s), t)``.
+      checkpoints: the recorded steps, increasing, from 0; those after ``main_steps`` belong to the
+        final GD phase.
+      main_steps: the number of main steps.
+      iterates: ``(num_seeds, num_checkpoints, d)``.
+      perturbed_fraction: ``(num_seeds, num_checkpoints)``, the fraction of the steps since the
+        previous checkpoint that took the perturbed branch (0 at step 0 and in the final GD phase).
+    """
+
+    problem: Problem
+    algorithm: str
+    params: dict
+    seeds: np.ndarray
+    checkpoints: np.ndarray
+    main_steps: int
+    iterates: np.ndarray
+    perturbed_fraction: np.ndarray
+
+    def descend(self, points, steps: int) -> jax.Array:
+        """``points`` ``(n, d)`` after ``steps`` plain GD steps of size ``eta`` (Algorithm 2's final
+        phase from each of them)."""
+        if not steps:
+            return jnp.asarray(points)
+        return descend(_traced_step(self.problem, "gd", None), _hyperparameters(self.params), points, steps)
+
+    def replay(self, rows, start_index, stops, every: int) -> tuple[jax.Array, jax.Array]:
+        """Seeds ``rows`` (indices into :attr:`seeds`) re-simulated from their checkpoint
+        ``start_index`` to the main-phase steps ``stops``, with the same random keys (so the same
+        iterates up to rounding): the iterates every ``every`` steps and at each stop, ``(len(rows),
+        length, d)``, and the steps they follow, ``(len(rows), length)``."""
+        rows, start_index = np.asarray(rows), np.asarray(start_index)
+        step = _traced_step(self.problem, self.algorithm, self.params.get("batch_size"))
+        return resimulate(step, _hyperparameters(self.params), jnp.asarray(self.iterates[rows, start_index]),
+                          self.seeds[rows], self.checkpoints[start_index], np.asarray(stops), every)
+
+
+def simulate(
     problem: Problem,
     algorithm: str,
     x0,
@@ -247,19 +268,14 @@ def run(
     steps: int,
     seeds=1,
     record_every: int | None = None,
-    *,
-    eps: float | None = None,
-    flat_criterion: str = "distance",
-    measure: bool = True,
-    measure_after_gd: int = 0,
-    flat_resolution: int | None = None,
-) -> RunResult:
-    """Run ``algorithm`` from ``x0`` for ``steps`` steps on every seed at once (vmap + lax.scan).
+) -> Trajectory:
+    """Run ``algorithm`` from ``x0`` for ``steps`` steps on every seed at once and keep the iterates at
+    the checkpoints; nothing is measured (:mod:`flatmin.measurement` does that, :func:`run` both).
 
     The loop is compiled once per (problem, algorithm, batch size, number of seeds, number of
-    checkpoints, whether a final GD phase follows): step sizes, ``rho``, ``eps0``, ``fallback_radius``,
-    ``steps``, ``record_every`` and ``eps`` are arguments of the compiled code, so a sweep over them
-    reuses it (:mod:`flatmin.loop`).
+    checkpoints, whether a final GD phase follows): step sizes, ``rho``, ``eps0``,
+    ``fallback_radius``, ``steps`` and ``record_every`` are arguments of the compiled code, so a sweep
+    over them reuses it (:mod:`flatmin.loop`).
 
     Args:
       problem: the loss.
@@ -276,6 +292,79 @@ def run(
         batch size into differently fused arithmetic, ~1e-16 relative); the same call repeats exactly.
       record_every: checkpoint spacing (default ``max(1, steps // 100)``); steps 0, ``record_every``,
         ..., ``steps`` (and ``steps + final_gd_steps``) are recorded.
+
+    Raises:
+      DivergenceError: an iterate became non-finite; names the first step, the seed and ``params``.
+      ValueError: a bad parameter, or ``params["steps"]`` differs from ``steps``.
+    """
+    p = check_params(problem, algorithm, params)
+    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if "steps" in params and params["steps"] != steps:
+        raise ValueError(f"params['steps'] = {params['steps']!r} but steps = {steps!r}: give the number of "
+                         "steps once (drop it from params, or pass the same value)")
+    record_every = max(1, steps // 100) if record_every is None else record_every
+    if not (isinstance(record_every, (int, np.integer)) and record_every >= 1):
+        raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")
+    seed_values = np.asarray(seed_list(seeds))
+    starts = _starting_points(problem, x0, seed_values)
+    checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
+    step = _traced_step(problem, algorithm, p.get("batch_size"))
+    iterates, perturbed, first_bad = run_loop(step, _traced_step(problem, "gd", None), _hyperparameters(p), starts,
+                                              seed_values, checkpoints, steps)
+    bad_seeds = np.flatnonzero(first_bad >= 0)
+    if bad_seeds.size:
+        s = bad_seeds[0]
+        raise DivergenceError(
+            f"{algorithm} on {problem.name!r} {problem.params} diverged: seed {seed_values[s]} gave a "
+            f"non-finite iterate at step {int(first_bad[s])} (params {p}); "
+            f"{bad_seeds.size} of {len(seed_values)} seeds diverged"
+        )
+    return Trajectory(problem, algorithm, p, seed_values, checkpoints, int(steps), np.asarray(iterates), perturbed)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """Output of :func:`run`.
+
+    Attributes:
+      metrics: tidy DataFrame, one row per (seed, checkpoint), columns ``step, seed, phase, loss,
+        grad_norm, perturbed_fraction`` and, with ``measure=True``, ``distance, loss_gap, trace,
+        tangent_grad_norm`` (:func:`flatmin.flatness`) and, with ``eps``, ``flat``
+        (:func:`flatmin.measurement.measure`).
+      final: last iterates, shape ``(num_seeds, d)``.
+      iterates: the iterates at the checkpoints, shape ``(num_seeds, num_checkpoints, d)``, in the
+        row order of ``metrics`` within each seed.
+      first_flat_step: with ``eps``, per seed the first step whose iterate is (eps, sqrt(eps))-flat
+        (:func:`flatmin.measurement.first_flat_step`); ``-1`` if no checkpoint is flat; else None.
+    """
+
+    metrics: pd.DataFrame
+    final: np.ndarray
+    iterates: np.ndarray
+    first_flat_step: np.ndarray | None = None
+
+
+def run(
+    problem: Problem,
+    algorithm: str,
+    x0,
+    params: dict,
+    steps: int,
+    seeds=1,
+    record_every: int | None = None,
+    *,
+    eps: float | None = None,
+    flat_criterion: str = "distance",
+    measure: bool = True,
+    measure_after_gd: int = 0,
+    flat_resolution: int | None = None,
+) -> RunResult:
+    """:func:`simulate`, then measure the checkpoints (:func:`flatmin.measurement.measure`) and, with
+    ``eps``, locate the first flat step (:func:`flatmin.measurement.first_flat_step`).
+
+    Args:
+      problem, algorithm, x0, params, steps, seeds, record_every: as in :func:`simulate`.
       eps: if given, adds the column ``flat`` and ``first_flat_step`` for (eps, sqrt(eps))-flatness.
       flat_criterion: the first condition of Definition 3 that ``eps`` bounds: ``"distance"``
         (``||x - Phi(x)||``) or ``"loss_gap"`` (``f(x) - f(Phi(x))``), see :func:`flatmin.is_flat`.
@@ -293,107 +382,20 @@ def run(
       DivergenceError: an iterate became non-finite; names the first step, the seed and ``params``.
       ValueError: a bad parameter, or ``params["steps"]`` differs from ``steps``.
     """
-    p = check_params(problem, algorithm, params)
-    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if "steps" in params and params["steps"] != steps:
-        raise ValueError(f"params['steps'] = {params['steps']!r} but steps = {steps!r}: give the number of "
-                         "steps once (drop it from params, or pass the same value)")
-    record_every = max(1, steps // 100) if record_every is None else record_every
-    if not (isinstance(record_every, (int, np.integer)) and record_every >= 1):
-        raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")
     if eps is not None and not measure:
         raise ValueError("eps needs measure=True (the flat test uses Phi)")
     if eps is not None:
         _check_tolerances(eps, None, flat_criterion)  # before the (long) run, not after it
     if not (isinstance(measure_after_gd, (int, np.integer)) and measure_after_gd >= 0):
         raise ValueError(f"measure_after_gd must be an integer >= 0, got {measure_after_gd!r}")
-    resolution = record_every if flat_resolution is None else flat_resolution
-    if not (isinstance(resolution, (int, np.integer)) and resolution >= 1):
+    if flat_resolution is not None and not (isinstance(flat_resolution, (int, np.integer)) and flat_resolution >= 1):
         raise ValueError(f"flat_resolution must be an integer >= 1, got {flat_resolution!r}")
-    seed_values = seed_list(seeds)
-    starts = _starting_points(problem, x0, seed_values)
-    checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
-
-    step, hyper = _traced_step(problem, algorithm, p.get("batch_size")), _hyperparameters(p)
-    iterates, perturbed, first_bad = run_loop(step, _traced_step(problem, "gd", None), hyper, starts, seed_values,
-                                              checkpoints, steps)
-
-    bad_seeds = np.flatnonzero(first_bad >= 0)
-    if bad_seeds.size:
-        s = bad_seeds[0]
-        raise DivergenceError(
-            f"{algorithm} on {problem.name!r} {problem.params} diverged: seed {seed_values[s]} gave a "
-            f"non-finite iterate at step {int(first_bad[s])} (params {p}); "
-            f"{bad_seeds.size} of {len(seed_values)} seeds diverged"
-        )
-    metrics = _metrics(problem, iterates, perturbed, seed_values, checkpoints, steps, measure,
-                       (eps, flat_criterion), hyper, measure_after_gd)
+    trajectory = simulate(problem, algorithm, x0, params, steps, seeds, record_every)
+    metrics = measurement.measure(trajectory, flatness=measure, after_gd=measure_after_gd, eps=eps,
+                                  criterion=flat_criterion)
     first_flat = None
     if eps is not None:
-        flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
-        first_flat = np.array([flat_steps.get(s, -1) for s in seed_values])
-        if resolution < record_every:
-            first_flat = _refine_first_flat(problem, step, hyper, iterates, seed_values, checkpoints, steps,
-                                            first_flat, resolution, (eps, flat_criterion), measure_after_gd)
-    iterates = np.asarray(iterates)
+        first_flat = measurement.first_flat_step(trajectory, metrics, eps, criterion=flat_criterion,
+                                                 resolution=flat_resolution, after_gd=measure_after_gd)
+    iterates = trajectory.iterates
     return RunResult(metrics, iterates[:, -1], iterates, first_flat)
-
-
-def _refine_first_flat(problem, step, hyper, iterates, seeds, checkpoints, main_steps, first_flat, resolution, flat,
-                       gd_steps) -> np.ndarray:
-    """``first_flat`` located to ``resolution`` steps inside the interval ending at the first flat
-    checkpoint (main phase only), by re-simulating that interval from the checkpoint before it.
-    ``flat``: ``(eps, criterion)`` of the flat test."""
-    index = np.searchsorted(checkpoints, first_flat)
-    refine = (first_flat > 0) & (first_flat <= main_steps)
-    if not refine.any():
-        return first_flat
-    rows = np.flatnonzero(refine)
-    starts = jnp.asarray(iterates)[rows, index[rows] - 1]
-    points, ends = resimulate(step, hyper, starts, np.asarray(seeds)[rows], checkpoints[index[rows] - 1],
-                              first_flat[rows], resolution)
-    eps, criterion = flat
-    measures = _measures(problem, points.reshape(-1, problem.dim), hyper, gd_steps)
-    flat = np.asarray(flat_test(measures, eps, criterion=criterion)).reshape(len(rows), -1)
-    refined = first_flat.copy()
-    for i, row in enumerate(rows):
-        hits = np.flatnonzero(flat[i])
-        if hits.size:  # else keep the checkpoint (re-simulation can differ from it by rounding)
-            refined[row] = int(ends[i, hits[0]])
-    return refined
-
-
-def _measures(problem, points, hyper, gd_steps) -> dict:
-    """Flatness measures of ``points`` ``(n, d)``, after ``gd_steps`` GD steps of size ``hyper["eta"]``."""
-    if gd_steps:
-        points = descend(_traced_step(problem, "gd", None), hyper, points, gd_steps)
-    return jax.vmap(flatness_fn(problem))(points)
-
-
-@functools.lru_cache(maxsize=64)
-def _loss_and_grad_norm(problem: Problem):
-    return jax.jit(jax.vmap(lambda x: (problem.loss(x), jnp.linalg.norm(jax.grad(problem.loss)(x)))))
-
-
-def _metrics(problem, iterates, perturbed, seeds, checkpoints, main_steps, measure, flat, hyper, gd_steps):
-    """``flat``: ``(eps, criterion)`` of the flat test, ``eps`` None for none."""
-    num_seeds, num_records, dim = iterates.shape
-    points = iterates.reshape(-1, dim)
-    loss, grad_norm = _loss_and_grad_norm(problem)(points)
-    table = {
-        "step": np.tile(checkpoints, num_seeds),
-        "seed": np.repeat(seeds, num_records),
-        "phase": np.where(np.tile(checkpoints, num_seeds) > main_steps, "final_gd", "main"),
-        "loss": np.asarray(loss),
-        "grad_norm": np.asarray(grad_norm),
-        "perturbed_fraction": perturbed.reshape(-1),
-    }
-    if measure:
-        measures = _measures(problem, points, hyper, gd_steps)
-        table.update({name: np.asarray(value) for name, value in measures.items()})
-    metrics = pd.DataFrame(table)
-    eps, criterion = flat
-    if eps is not None:
-        metrics["flat"] = np.asarray(flat_test(metrics, eps, criterion=criterion))
-    return metrics

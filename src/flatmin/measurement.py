@@ -1,0 +1,110 @@
+"""Measuring a simulated trajectory: losses, Definition 3's flatness measures, the flat test and the
+first flat step, apart from the simulation (:func:`flatmin.simulate`) that produced it.
+
+One trajectory can be measured many ways without running it again: another ``eps``, the other
+flat criterion, or after a final GD phase of another length. Only :func:`first_flat_step` at a
+resolution finer than the checkpoints goes back to the simulation, through
+:meth:`flatmin.algorithms.Trajectory.replay`, and only over the one checkpoint interval per seed
+that ends at the first flat checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
+from flatmin.problem import Problem
+
+
+def _check_after_gd(after_gd) -> int:
+    if not (isinstance(after_gd, (int, np.integer)) and after_gd >= 0):
+        raise ValueError(f"after_gd must be an integer >= 0, got {after_gd!r}")
+    return int(after_gd)
+
+
+@functools.lru_cache(maxsize=64)
+def _loss_and_grad_norm(problem: Problem):
+    return jax.jit(jax.vmap(lambda x: (problem.loss(x), jnp.linalg.norm(jax.grad(problem.loss)(x)))))
+
+
+def flatness_measures(trajectory, points, after_gd: int = 0) -> dict:
+    """:func:`flatmin.flatness` of ``points`` ``(n, d)`` on ``trajectory.problem``, each measured
+    after ``after_gd`` plain GD steps of size ``eta`` from it: ``{name: (n,) array}``."""
+    points = trajectory.descend(points, _check_after_gd(after_gd))
+    return jax.vmap(flatness_fn(trajectory.problem))(points)
+
+
+def measure(trajectory, *, flatness: bool = True, after_gd: int = 0, eps: float | None = None,
+            criterion: str = "distance") -> pd.DataFrame:
+    """One row per (seed, checkpoint) of ``trajectory`` (a :class:`flatmin.algorithms.Trajectory`).
+
+    Columns ``step, seed, phase`` (``"main"`` or ``"final_gd"``), ``loss, grad_norm`` (of the
+    iterate), ``perturbed_fraction`` (the simulation's), and with ``flatness`` the measures of
+    :func:`flatmin.flatness` (``distance, loss_gap, trace, tangent_grad_norm``, at the point
+    ``after_gd`` GD steps on), and with ``eps`` the boolean ``flat`` of the (eps, sqrt(eps)) test on
+    them (``criterion``: ``"distance"`` or ``"loss_gap"``, see :func:`flatmin.is_flat`).
+    """
+    if eps is not None and not flatness:
+        raise ValueError("eps needs flatness=True (the flat test uses Phi)")
+    if eps is not None:
+        _check_tolerances(eps, None, criterion)
+    num_seeds, num_records, dim = trajectory.iterates.shape
+    points = trajectory.iterates.reshape(-1, dim)
+    steps = np.tile(trajectory.checkpoints, num_seeds)
+    loss, grad_norm = _loss_and_grad_norm(trajectory.problem)(points)
+    table = {
+        "step": steps,
+        "seed": np.repeat(trajectory.seeds, num_records),
+        "phase": np.where(steps > trajectory.main_steps, "final_gd", "main"),
+        "loss": np.asarray(loss),
+        "grad_norm": np.asarray(grad_norm),
+        "perturbed_fraction": np.asarray(trajectory.perturbed_fraction).reshape(-1),
+    }
+    if flatness:
+        measures = flatness_measures(trajectory, points, after_gd)
+        table.update({name: np.asarray(value) for name, value in measures.items()})
+    metrics = pd.DataFrame(table)
+    if eps is not None:
+        metrics["flat"] = np.asarray(flat_test(metrics, eps, criterion=criterion))
+    return metrics
+
+
+def first_flat_step(trajectory, metrics: pd.DataFrame, eps: float, *, criterion: str = "distance",
+                    resolution: int | None = None, after_gd: int = 0) -> np.ndarray:
+    """Per seed of ``trajectory``, the first step whose iterate is (eps, sqrt(eps))-flat, -1 if none.
+
+    ``metrics`` is :func:`measure` of ``trajectory`` with the same ``eps``, ``criterion`` and
+    ``after_gd``; its first flat checkpoint is the answer at the checkpoints' resolution. With
+    ``resolution`` smaller than the checkpoint spacing, the (main-phase) checkpoint interval that
+    ends at the first flat checkpoint is re-simulated from the checkpoint before it and tested every
+    ``resolution`` steps; where the re-simulated points are never flat (they can differ from the
+    checkpoint by rounding), the checkpoint is kept.
+    """
+    if "flat" not in metrics.columns:
+        raise ValueError("metrics has no 'flat' column: measure the trajectory with eps first")
+    flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
+    first = np.array([flat_steps.get(s, -1) for s in trajectory.seeds])
+    if resolution is None:
+        return first
+    if not (isinstance(resolution, (int, np.integer)) and resolution >= 1):
+        raise ValueError(f"resolution must be an integer >= 1, got {resolution!r}")
+    checkpoints = trajectory.checkpoints
+    main = checkpoints[checkpoints <= trajectory.main_steps]
+    rows = np.flatnonzero((first > 0) & (first <= trajectory.main_steps))
+    if resolution >= np.diff(main).max() or not rows.size:
+        return first
+    index = np.searchsorted(checkpoints, first)
+    points, ends = trajectory.replay(rows, index[rows] - 1, first[rows], resolution)
+    measures = flatness_measures(trajectory, points.reshape(-1, trajectory.problem.dim), after_gd)
+    flat = np.asarray(flat_test(measures, eps, criterion=criterion)).reshape(len(rows), -1)
+    refined = first.copy()
+    for i, row in enumerate(rows):
+        hits = np.flatnonzero(flat[i])
+        if hits.size:
+            refined[row] = int(ends[i, hits[0]])
+    return refined
