@@ -5,7 +5,7 @@
 Reads the paper profile's ``complexity.csv`` and ``decrease.csv`` and, from their provenance sidecars,
 the settings that made them; reruns a few seeds of the runs concerned with denser or per-step
 checkpoints (:func:`flatmin.run`, the same schedules and seeds, so the same trajectories); writes one
-section per deviation to ``tables/deviations.md`` (+ provenance sidecar). About a minute on two cores.
+section per deviation to ``tables/deviations.md`` (+ provenance sidecar). About 1.5 minutes on two cores.
 The fits are in ``diagnostics/deviation_fits.py``. The sections:
 
 1. RS on the ramp, exponent in eps about -2.86 against Theorem 1's -3. Two shares, measured: the
