@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_workflow import QUICK, ROOT, SNAKEFILE, SNAKEMAKE, load, write_config
+from workflow_support import QUICK, ROOT, SNAKEFILE, SNAKEMAKE, load, write_config
 from test_workflow import quick_local_run  # noqa: F401 (a fixture: imported, this module can request it)
 
 PROFILE = ROOT / "profiles" / "slurm"

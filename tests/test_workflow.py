@@ -1,5 +1,6 @@
-"""The Snakemake workflow: config files, dry runs of both profiles, lint, provenance, a user's own
-problem selected from the config, and (slow) the quick profile end to end.
+"""The Snakemake workflow: config files, dry runs of both profiles, lint, the workflow's library
+functions without Snakemake, and (slow) the quick profile end to end. Provenance is in
+tests/test_provenance.py, a user's own problem through the workflow in tests/test_workflow_user_problem.py.
 
 Snakemake runs in a subprocess (the snakemake next to this interpreter, else the one on PATH), from a
 temporary working directory (``-d``) with the repository's Snakefile, so the tests never touch the
@@ -8,7 +9,6 @@ repository's results/, figures/ or tables/.
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import importlib
 import json
@@ -22,82 +22,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 import flatmin
 from flatmin import provenance as prov
 from flatmin import workflow
 from flatmin import experiments
-from flatmin.config import check_config
-
-EXPERIMENTS = experiments.experiment_names()
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "Snakefile"
-PAPER = ROOT / "config" / "config.yaml"
-QUICK = ROOT / "config" / "quick.yaml"
-TABLES = ("audit.md", "audit.csv", "table1.md", "table1.tex")
-
-
-def _tool(name: str) -> str | None:
-    here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else shutil.which(name)
-
-
-SNAKEMAKE = _tool("snakemake")
-needs_snakemake = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed (extra 'workflow')")
-
-
-def load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def resolved(path: Path) -> dict:
-    """The config at ``path`` with every experiment section written out in full (job keys and settings)."""
-    return check_config(load(path))
-
-
-def write_config(tmp_path: Path, config: dict, name: str = "config.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout: float = 600):
-    """Run the repository's workflow in ``workdir``; returns the CompletedProcess (text output)."""
-    command = [SNAKEMAKE, "-s", str(SNAKEFILE), "-d", str(workdir), *args]
-    if configfile is not None:
-        command += ["--configfile", str(configfile)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
-
-
-def dry_run_outputs(stdout: str) -> list[str]:
-    """Every path listed on an ``output:`` line of a dry run."""
-    paths = []
-    for line in stdout.splitlines():
-        line = line.strip()
-        if line.startswith("output:"):
-            paths += [p.strip() for p in line[len("output:"):].split(",") if p.strip()]
-    return paths
-
-
-def only(config: dict, *names: str) -> dict:
-    """``config`` with every experiment but ``names`` disabled."""
-    config = copy.deepcopy(config)
-    for name, section in config["experiments"].items():
-        section["enabled"] = name in names
-    return config
-
-
-def into(config: dict, base: Path) -> dict:
-    """``config`` with all outputs under ``base``; the repository's JAX compilation cache is shared
-    (it is keyed by the compiled computation, so sharing it is safe and saves compile time)."""
-    config = copy.deepcopy(config)
-    config["output"] = {key: str(base / key) for key in ("results", "figures", "tables", "logs")}
-    config["jax_cache_dir"] = str(ROOT / ".jax_cache")
-    return config
-
+from workflow_support import (
+    BOWL_MODULE, EXPERIMENTS, PAPER, QUICK, ROOT, SNAKEFILE, SNAKEMAKE, TABLES, dry_run_outputs, into, load,
+    needs_snakemake, only, resolved, snakemake, tool, write_config,
+)
 
 # ------------------------------------------------------------------------------------------------
 # Config files (fast)
@@ -147,110 +80,8 @@ def test_every_experiment_has_a_caption_and_a_section_in_both_profiles():
 
 
 # ------------------------------------------------------------------------------------------------
-# Provenance (fast)
-
-
-def test_config_hash_is_independent_of_key_order_and_sensitive_to_values():
-    a = {"b": 1, "a": {"y": [1, 2], "x": 0.5}, "c": None}
-    b = {"c": None, "a": {"x": 0.5, "y": [1, 2]}, "b": 1}
-    assert prov.config_hash(a) == prov.config_hash(b)
-    assert re.fullmatch(r"[0-9a-f]{64}", prov.config_hash(a))
-    assert prov.config_hash(a) != prov.config_hash({**a, "b": 2})
-    assert prov.config_hash({"x": [1, 2]}) != prov.config_hash({"x": [2, 1]})  # lists keep their order
-
-
-def test_config_hash_accepts_numpy_values():
-    np = pytest.importorskip("numpy")
-    assert prov.config_hash({"x": np.float64(0.5), "y": np.arange(2)}) == prov.config_hash({"x": 0.5, "y": [0, 1]})
-
-
-def test_write_atomic_leaves_only_the_file(tmp_path):
-    target = tmp_path / "sub" / "table.csv"
-    prov.write_atomic(target, "a,b\n1,2\n")
-    prov.write_atomic(target, b"a,b\n3,4\n")
-    assert target.read_bytes() == b"a,b\n3,4\n"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["table.csv"]
-
-
-def test_write_atomic_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
-    target = tmp_path / "figure.png"
-    target.write_bytes(b"old")
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        prov.write_atomic(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
-
-
-def test_provenance_record_and_sidecar(tmp_path):
-    started = time.time() - 1.5
-    info = prov.provenance({"draws": 10, "seed": 3}, [3], started, experiment="identities")
-    for key in ("git_revision", "git_dirty", "config_sha256", "seeds", "packages", "python", "machine",
-                "wall_time_s", "started", "finished", "flatmin_version"):
-        assert key in info, key
-    assert info["seeds"] == [3] and info["experiment"] == "identities"
-    assert info["config_sha256"] == prov.config_hash({"seed": 3, "draws": 10})
-    assert info["wall_time_s"] >= 1.5
-    assert set(prov.PACKAGES) <= set(info["packages"]) and info["packages"]["jax"]
-    assert info["machine"]["cores"] >= 1
-    json.dumps(info)  # serialisable
-    target = tmp_path / "x.pdf"
-    target.write_bytes(b"%PDF")
-    path = prov.write_sidecar(target, info)
-    assert path.name == "x.pdf.provenance.json"
-    assert prov.read_sidecar(target) == json.loads(json.dumps(info))
-
-
-def test_git_revision_of_this_checkout_and_without_git(tmp_path):
-    if (ROOT / ".git").exists() and shutil.which("git"):
-        rev = prov.git_revision(ROOT)
-        assert re.fullmatch(r"[0-9a-f]{40}", rev["revision"]) and isinstance(rev["dirty"], bool)
-    assert prov.git_revision(tmp_path) == {"revision": None, "dirty": None}
-
-
-def test_in_band_footers_name_revision_hash_and_seeds():
-    info = {"git_revision": "0123456789abcdef0123", "git_dirty": True, "config_sha256": "f" * 64,
-            "seeds": {"complexity": list(range(20)), "identities": [0]}, "flatmin_version": "0.1.0",
-            "finished": "2024-01-01T00:00:00+00:00"}
-    footer = prov.markdown_footer(info)
-    assert "0123456789ab+dirty" in footer and "ffffffffffff" in footer and "complexity: 0..19" in footer
-    assert prov.tex_comment(info).startswith("% Generated by flatmin") and prov.tex_comment(info).count("\n") == 1
-    assert "no git revision" in prov.summary({**info, "git_revision": None})
-
-
-def test_seeds_normalisation():
-    assert workflow.section_seeds({"seeds": 3}) == [0, 1, 2]
-    assert workflow.section_seeds({"seeds": [5, 7]}) == [5, 7]
-    assert workflow.section_seeds({"seed": 4}) == [4]
-    assert workflow.section_seeds({"seed": 1, "seeds": 2}) == {"seed": [1], "seeds": [0, 1]}
-    assert workflow.section_seeds({}) is None
-
-
-# ------------------------------------------------------------------------------------------------
 # flatmin.workflow without Snakemake (fast)
 
-BOWL_MODULE = '''
-import jax.numpy as jnp
-import flatmin
-
-
-def _loss(x):
-    return 0.5 * (x[0] * x[1] - 1.0) ** 2
-
-
-@flatmin.register_problem("tmp_bowl")
-def tmp_bowl(scale=1.0):
-    """A user's own problem: the hyperbola xy = 1 as a one-sample training loss."""
-    return flatmin.Problem(
-        "tmp_bowl", 2, lambda x: scale * _loss(x),
-        sample_losses=lambda x: scale * _loss(x)[None], num_samples=1, hessian_rank=1,
-        initial_point=lambda key: jnp.array([2.0, 0.5]), smoothness=5.0 * scale, flattest_trace=scale,
-    )
-'''
 
 
 def test_problem_modules_are_imported_from_files(tmp_path):
@@ -474,7 +305,7 @@ def test_lint_is_clean(tmp_path):
 
 
 def test_snakefmt_is_clean():
-    snakefmt = _tool("snakefmt")
+    snakefmt = tool("snakefmt")
     if snakefmt is None:
         pytest.skip("snakefmt is not installed (extra 'workflow')")
     done = subprocess.run([snakefmt, "--check", "."], capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -495,76 +326,6 @@ def test_slurm_profile_dry_run_needs_no_sbatch(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "slurm_partition=short" in done.stdout
     assert not (tmp_path / "sbatch-called").exists()
-
-
-# ------------------------------------------------------------------------------------------------
-# A user's own problem, selected from the config, through the workflow's compute script (slow)
-
-
-def _identities_on(config: dict, problem: str) -> dict:
-    section = config["experiments"]["identities"]
-    section.update(rho_problem={"name": problem, "params": {"scale": 2.0}}, rho_point=[2.0, 0.5],
-                   rhos=[0.2, 0.4], dims=[2], draws=2000)
-    return config
-
-
-def _complexity_on(config: dict, problem: str) -> dict:
-    section = config["experiments"]["complexity"]
-    section.update(seeds=2, records=50)
-    section["eps_sweep"] = {"eps": {"rs": [0.04, 0.056], "sa": [0.008, 0.0112]},
-                            "instances": [{"name": problem, "params": {"scale": 2.0}, "label": problem}]}
-    section["dim_sweep"] = {**section["dim_sweep"], "values": [3, 7]}
-    return config
-
-
-# How each experiment's config names its problem, and the column of its table that says which rows are
-# the user's problem: experiment -> (configure(config, problem name) -> config, column).
-def _trajectories_on(config: dict, problem: str) -> dict:
-    section = config["experiments"]["trajectories"]
-    section.update(seeds=2, picture={**section["picture"], "instance": problem})
-    section["instances"] = [{"label": problem, "problem": {"name": problem, "params": {"scale": 2.0}},
-                             "steps": 400, "record_every": 100,
-                             "shared": {"eta": 0.05, "eta_prime": 0.05, "rho": 0.1, "eps0": 1.0, "batch_size": 1},
-                             "algorithms": {"gd": {}, "rs": {}, "sa": {}}}]
-    return config
-
-
-SELECT_PROBLEM = {"identities": (_identities_on, "problem"), "complexity": (_complexity_on, "instance"),
-                  "trajectories": (_trajectories_on, "instance")}
-
-
-@needs_snakemake
-@pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["identities", "complexity", "trajectories"])
-def test_user_problem_module_runs_through_the_workflow(tmp_path, experiment):
-    try:
-        importlib.import_module(f"flatmin.experiments.{experiment}")
-    except ModuleNotFoundError:
-        pytest.skip(f"flatmin.experiments.{experiment} not written yet")
-    if experiment not in SELECT_PROBLEM:
-        pytest.skip(f"no recipe yet to select a problem in experiments.{experiment} (SELECT_PROBLEM)")
-    (tmp_path / "my_problem.py").write_text(BOWL_MODULE)
-    config = into(only(resolved(QUICK), experiment), tmp_path / "out")
-    config["problem_modules"] = ["my_problem.py"]  # relative to the working directory
-    configure, column = SELECT_PROBLEM[experiment]
-    config = configure(config, "tmp_bowl")
-    csv = tmp_path / "out" / "results" / "quick" / f"{experiment}.csv"
-    png = tmp_path / "out" / "figures" / f"{experiment}.png"
-    configfile = write_config(tmp_path, config)
-    done = snakemake(tmp_path, "--cores", "2", str(png), configfile=configfile)
-    assert done.returncode == 0, done.stdout + done.stderr
-    table = pd.read_csv(csv)
-    assert (table[column] == "tmp_bowl").any(), table
-    info = prov.read_sidecar(csv)
-    assert list(info["problem_modules"]) == ["my_problem.py"]
-    assert (tmp_path / "out" / "logs" / "quick" / f"{experiment}_compute.log").read_text().strip()
-    assert prov.read_sidecar(png)["inputs"] == {str(csv): workflow.file_sha256(csv)}
-    # The HTML report of what was built, with the figure's caption.
-    report = tmp_path / "report.html"
-    done = snakemake(tmp_path, str(png), "--report", str(report), configfile=configfile)
-    assert done.returncode == 0, done.stdout + done.stderr
-    caption = experiments.get(experiment).CAPTION.split(":")[0]
-    assert caption in report.read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -57,11 +57,17 @@ def _repository_root() -> Path:
     return here.parents[1] if len(here.parents) > 1 else Path.cwd()
 
 
+#: The folders of the checkout that the paper profile writes (committed outputs, not code).
+COMMITTED_OUTPUTS = ("figures", "tables")
+
+
 def git_revision(root: str | os.PathLike | None = None) -> dict:
     """``{"revision": sha or None, "dirty": bool or None}`` of the git checkout at ``root``.
 
     ``None`` where git is missing or ``root`` is not inside a work tree (an installed wheel, a tarball).
-    ``dirty`` counts modified tracked files and untracked files that are not ignored.
+    ``dirty`` counts modified tracked files and untracked files that are not ignored, except under
+    :data:`COMMITTED_OUTPUTS`: the paper profile rewrites those itself, so a job that starts after
+    another has written a figure would otherwise record the checkout as dirty.
     """
     root = Path(root) if root is not None else _repository_root()
 
@@ -77,7 +83,7 @@ def git_revision(root: str | os.PathLike | None = None) -> dict:
     revision = git("rev-parse", "HEAD")
     if revision is None:
         return {"revision": None, "dirty": None}
-    status = git("status", "--porcelain")
+    status = git("status", "--porcelain", "--", ".", *(f":(exclude){folder}" for folder in COMMITTED_OUTPUTS))
     return {"revision": revision.strip(), "dirty": None if status is None else bool(status.strip())}
 
 

@@ -1,0 +1,78 @@
+"""A user's own problem module, selected from the config, run through the workflow's compute script,
+plot and report (slow)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pandas as pd
+import pytest
+
+from flatmin import experiments, workflow
+from flatmin import provenance as prov
+from workflow_support import BOWL_MODULE, QUICK, into, needs_snakemake, only, resolved, snakemake, write_config
+
+def _identities_on(config: dict, problem: str) -> dict:
+    section = config["experiments"]["identities"]
+    section.update(rho_problem={"name": problem, "params": {"scale": 2.0}}, rho_point=[2.0, 0.5],
+                   rhos=[0.2, 0.4], dims=[2], draws=2000)
+    return config
+
+
+def _complexity_on(config: dict, problem: str) -> dict:
+    section = config["experiments"]["complexity"]
+    section.update(seeds=2, records=50)
+    section["eps_sweep"] = {"eps": {"rs": [0.04, 0.056], "sa": [0.008, 0.0112]},
+                            "instances": [{"name": problem, "params": {"scale": 2.0}, "label": problem}]}
+    section["dim_sweep"] = {**section["dim_sweep"], "values": [3, 7]}
+    return config
+
+
+# How each experiment's config names its problem, and the column of its table that says which rows are
+# the user's problem: experiment -> (configure(config, problem name) -> config, column).
+def _trajectories_on(config: dict, problem: str) -> dict:
+    section = config["experiments"]["trajectories"]
+    section.update(seeds=2, picture={**section["picture"], "instance": problem})
+    section["instances"] = [{"label": problem, "problem": {"name": problem, "params": {"scale": 2.0}},
+                             "steps": 400, "record_every": 100,
+                             "shared": {"eta": 0.05, "eta_prime": 0.05, "rho": 0.1, "eps0": 1.0, "batch_size": 1},
+                             "algorithms": {"gd": {}, "rs": {}, "sa": {}}}]
+    return config
+
+
+SELECT_PROBLEM = {"identities": (_identities_on, "problem"), "complexity": (_complexity_on, "instance"),
+                  "trajectories": (_trajectories_on, "instance")}
+
+
+@needs_snakemake
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["identities", "complexity", "trajectories"])
+def test_user_problem_module_runs_through_the_workflow(tmp_path, experiment):
+    try:
+        importlib.import_module(f"flatmin.experiments.{experiment}")
+    except ModuleNotFoundError:
+        pytest.skip(f"flatmin.experiments.{experiment} not written yet")
+    if experiment not in SELECT_PROBLEM:
+        pytest.skip(f"no recipe yet to select a problem in experiments.{experiment} (SELECT_PROBLEM)")
+    (tmp_path / "my_problem.py").write_text(BOWL_MODULE)
+    config = into(only(resolved(QUICK), experiment), tmp_path / "out")
+    config["problem_modules"] = ["my_problem.py"]  # relative to the working directory
+    configure, column = SELECT_PROBLEM[experiment]
+    config = configure(config, "tmp_bowl")
+    csv = tmp_path / "out" / "results" / "quick" / f"{experiment}.csv"
+    png = tmp_path / "out" / "figures" / f"{experiment}.png"
+    configfile = write_config(tmp_path, config)
+    done = snakemake(tmp_path, "--cores", "2", str(png), configfile=configfile)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = pd.read_csv(csv)
+    assert (table[column] == "tmp_bowl").any(), table
+    info = prov.read_sidecar(csv)
+    assert list(info["problem_modules"]) == ["my_problem.py"]
+    assert (tmp_path / "out" / "logs" / "quick" / f"{experiment}_compute.log").read_text().strip()
+    assert prov.read_sidecar(png)["inputs"] == {str(csv): workflow.file_sha256(csv)}
+    # The HTML report of what was built, with the figure's caption.
+    report = tmp_path / "report.html"
+    done = snakemake(tmp_path, str(png), "--report", str(report), configfile=configfile)
+    assert done.returncode == 0, done.stdout + done.stderr
+    caption = experiments.get(experiment).CAPTION.split(":")[0]
+    assert caption in report.read_text(encoding="utf-8")
