@@ -222,7 +222,12 @@ BAD_VALUES = {
                         ["experiments.escape.eta = 'fast'", "a number > 0"]),
     "batch above n_train": (("experiments", "escape", "n_train"), 100,
                             ["experiments.escape", "batch 128 of the sgd group exceeds n_train = 100"]),
-    # top level
+    # job keys and the top level
+    "negative seeds": (("experiments", "decrease", "seeds"), -3, ["experiments.decrease.seeds", "-3"]),
+    "enabled not a boolean": (("experiments", "decrease", "enabled"), "yes",
+                              ["experiments.decrease.enabled", "'yes'", "boolean"]),
+    "threads zero": (("experiments", "escape", "threads"), 0, ["experiments.escape.threads = 0"]),
+    "unknown top-level key": (("outputs",), {"figures": "x"}, ["unknown key outputs"]),
     "unknown preset": (("preset",), "fast", ["preset = 'fast': unknown preset (allowed: paper, quick)"]),
     "problem module not a .py file": (("problem_modules",), ["my_problem.txt"],
                                       ["problem_modules.0 = 'my_problem.txt'", "pattern"]),

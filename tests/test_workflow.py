@@ -257,23 +257,12 @@ def test_shard_by_a_nested_key_and_a_bad_one(tmp_path):
     assert done.returncode != 0 and "experiments.identities.shard_by = 'draws'" in done.stdout + done.stderr
 
 
+# The workflow's error path end to end, one case per kind (an experiment's setting, a job key, the
+# profile's output folders); tests/test_config.py checks every error message in-process.
 BAD_CONFIGS = {
-    "negative seeds": (("experiments", "decrease", "seeds"), -3, ["experiments.decrease.seeds", "-3"]),
     "misspelt experiment key": (("experiments", "identities", "draw"), 100,
                                 ["experiments.identities: unknown key draw = 100", "draws"]),
-    "negative eps": (("experiments", "decrease", "eps", "rs"), [-0.1],
-                     ["experiments.decrease.eps.rs.0 = -0.1", "greater than 0"]),
-    "unknown algorithm": (("experiments", "complexity", "dim_sweep", "algorithms"), ["rs", "gdd"],
-                          ["experiments.complexity.dim_sweep.algorithms.1 = 'gdd'", "'rs' or 'sa'"]),
-    "wrong type": (("experiments", "decrease", "enabled"), "yes", ["experiments.decrease.enabled", "'yes'", "boolean"]),
-    "unknown experiment": (("experiments", "sharpness"), {"enabled": True, "seed": 0},
-                           ["experiments.sharpness: unknown experiment", "identities"]),
-    "unknown top-level key": (("outputs",), {"figures": "x"}, ["unknown key outputs"]),
     "threads zero": (("experiments", "escape", "threads"), 0, ["experiments.escape.threads", "0"]),
-    "missing enabled": (("experiments", "example1", "enabled"), None, ["experiments.example1.enabled: missing"]),
-    "recovery on a problem without one": (("experiments", "generalization", "instances", 0, "problem", "name"),
-                                           "hyperbola", ["experiments.generalization.instances.0.problem",
-                                                         "'hyperbola'", "diagonal_net, matrix_sensing"]),
     "quick over paper figures": (("output", "figures"), "figures", ["output.figures", "'figures'", "paper profile"]),
 }
 
