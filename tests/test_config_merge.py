@@ -45,7 +45,8 @@ def test_the_readme_overlay_names_only_its_own_parameters():
     identities = check_config(merged(paper, overlay))["experiments"]["identities"]
     assert identities["rho_problem"] == {"name": "my_bowl", "params": {"scale": 2.0}}
     assert identities["rho_point"] == [2.0, 0.5]
-    # the rest of the section is the paper profile's
-    for key, value in experiments.settings("identities").items():
+    # the rest of the section is the quick preset's (the overlay's `preset: quick`)
+    assert overlay["preset"] == "quick"
+    for key, value in experiments.settings("identities", preset="quick").items():
         if key not in ("rho_problem", "rho_point"):
             assert identities[key] == value

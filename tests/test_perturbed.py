@@ -196,7 +196,7 @@ def test_an_equinox_model_trains_with_optax():
     optimizer = optax.sgd(0.1)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = optimizer.init(params)
-    step = flatmin.value_and_perturbed_grad(loss_fn, "sa", 0.05)
+    step = eqx.filter_jit(flatmin.value_and_perturbed_grad(loss_fn, "sa", 0.05))  # as Equinox users jit
     first = None
     for t in range(200):
         loss, grads = step(model, (x, y), jax.random.PRNGKey(t))

@@ -79,17 +79,22 @@ def unit_tangent(problem, x_star) -> jax.Array:
     return jnp.where(t @ grad_trace >= 0, t, -t)
 
 
+# Up to this many draws are one vmapped batch; more go through lax.map in batches of 8192, whose
+# remainder batch is compiled a second time (twice the compile time, bounded memory).
+_ONE_BATCH = 65_536
+
+
 @functools.lru_cache(maxsize=32)
 def _sampler(problem, algorithm: str, draws: int):
     direction = sa_direction if algorithm == "sa" else rs_direction
 
     @jax.jit
     def samples(x_star, t, rho, key):
-        return jax.lax.map(
-            lambda k: t @ direction(problem, x_star, rho, k),
-            jax.random.split(key, draws),
-            batch_size=min(draws, 8192),
-        )
+        keys = jax.random.split(key, draws)
+        tangential = lambda k: t @ direction(problem, x_star, rho, k)  # noqa: E731
+        if draws <= _ONE_BATCH:
+            return jax.vmap(tangential)(keys)
+        return jax.lax.map(tangential, keys, batch_size=8192)
 
     return samples
 
