@@ -15,12 +15,20 @@ in :mod:`flatmin.problems`) and built once per session, so the jitted functions 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import flatmin
+from flatmin.workflow import configure_jax
+
+# Both pytest-xdist workers and the workflow runs the tests start share one persistent compilation cache
+# (keyed by the compiled computation, so sharing is safe): a function one of them compiled is loaded,
+# not compiled again, by the others.
+configure_jax(Path(__file__).resolve().parents[1] / ".jax_cache", threads=None)
 
 
 # ---------------------------------------------------------------- hyperbola f = (xy - 1)^2

@@ -75,3 +75,20 @@ def test_measure_refuses_what_it_cannot_do(trajectory):
         flatmin.first_flat_step(trajectory, plain, 0.1)
     with pytest.raises(ValueError, match="resolution must be an integer >= 1, got 0"):
         flatmin.first_flat_step(trajectory, flatmin.measure(trajectory, eps=0.1), 0.1, resolution=0)
+
+
+def test_measures_in_chunks_equal_the_pointwise_measures_and_compile_once(hyperbola):
+    """More points than a chunk, at two counts: the values are flatmin.flatness's, to the bit, and the
+    measures are compiled for one shape only (the chunk's)."""
+    from flatmin.measurement import CHUNK, _batched_flatness, flatness_measures
+
+    rng = np.random.default_rng(0)
+    trajectory = flatmin.simulate(hyperbola, "gd", SHARP, {"eta": 0.05}, 1)
+    compiled = []
+    for count in (CHUNK + 3, 2 * CHUNK + 1):
+        points = SHARP + 0.05 * rng.standard_normal((count, 2))
+        chunked = flatness_measures(trajectory, points)
+        compiled.append(_batched_flatness(hyperbola)._cache_size())
+        for name, value in flatmin.flatness(hyperbola, points).items():
+            np.testing.assert_array_equal(chunked[name], value, err_msg=name)
+    assert compiled[1] == compiled[0], "the second number of points compiled the measures again"

@@ -32,11 +32,32 @@ def _loss_and_grad_norm(problem: Problem):
     return jax.jit(jax.vmap(lambda x: (problem.loss(x), jnp.linalg.norm(jax.grad(problem.loss)(x)))))
 
 
+# Points per compiled call of the flatness measures: CHUNK, or the power of two just above a smaller
+# count. Calls then take a few shapes only, so a problem's measures (the flow to Phi, the Hessian and its
+# third derivatives) compile once or twice, however many points the checkpoints and the first-flat-step
+# refinements bring; a padded chunk repeats its first point.
+CHUNK = 128
+
+
+@functools.lru_cache(maxsize=64)
+def _batched_flatness(problem: Problem):
+    return jax.jit(jax.vmap(flatness_fn(problem)))
+
+
 def flatness_measures(trajectory, points, after_gd: int = 0) -> dict:
     """:func:`flatmin.flatness` of ``points`` ``(n, d)`` on ``trajectory.problem``, each measured
     after ``after_gd`` plain GD steps of size ``eta`` from it: ``{name: (n,) array}``."""
-    points = trajectory.descend(points, _check_after_gd(after_gd))
-    return jax.vmap(flatness_fn(trajectory.problem))(points)
+    after_gd = _check_after_gd(after_gd)
+    points = jnp.asarray(points)
+    count = points.shape[0]
+    if not count:
+        return jax.vmap(flatness_fn(trajectory.problem))(points)
+    size = min(CHUNK, 1 << (count - 1).bit_length())
+    padded = jnp.concatenate([points, jnp.broadcast_to(points[:1], (-count % size, points.shape[1]))])
+    measures = _batched_flatness(trajectory.problem)
+    chunks = [measures(trajectory.descend(padded[start:start + size], after_gd))
+              for start in range(0, padded.shape[0], size)]
+    return {name: jnp.concatenate([chunk[name] for chunk in chunks])[:count] for name in chunks[0]}
 
 
 def measure(trajectory, *, flatness: bool = True, after_gd: int = 0, eps: float | None = None,
