@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+import flatmin  # noqa: E402
 from flatmin import experiments  # noqa: E402
 from flatmin.experiments import complexity, decrease, identities  # noqa: E402
 from flatmin.experiments._sweeps import make_instance, schedule  # noqa: E402
@@ -325,3 +326,24 @@ def test_complexity_plot_legend_reads_the_local_slopes(complexity_results):
     assert any(expected in label for label in labels), labels
     plt.close(fig)
 
+
+
+def test_sweep_instances_share_a_problem_only_where_it_does_not_change():
+    """An instance without eps_param is one Problem across eps (compiled once); the ramp is one per eps;
+    a name registered again with another factory builds anew."""
+    bowl = {"name": "valley_bowl", "params": {"m": 1, "k": 2}}
+    assert make_instance(bowl, 0.01) is make_instance(bowl, 0.02)
+    ramp = {"name": "valley_ramp", "params": {"m": 1, "k": 2}, "eps_param": "eps"}
+    assert make_instance(ramp, 0.01) is not make_instance(ramp, 0.02)
+    assert make_instance(ramp, 0.01, "k", 3).dim == 4
+
+    def factory_with(scale):
+        def tmp_sweep_problem():
+            return flatmin.Problem("tmp_sweep_problem", 1, lambda x: scale * x[0] ** 2)
+        return tmp_sweep_problem
+
+    flatmin.register_problem("tmp_sweep_problem")(factory_with(1.0))
+    first = make_instance({"name": "tmp_sweep_problem"})
+    flatmin.register_problem("tmp_sweep_problem")(factory_with(2.0))
+    second = make_instance({"name": "tmp_sweep_problem"})
+    assert first is not second and float(second.loss(np.ones(1))) == 2.0

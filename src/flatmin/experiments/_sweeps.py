@@ -8,19 +8,41 @@ depends on eps, as lower-bound constructions do). A d sweep names ``dim_param``,
 
 from __future__ import annotations
 
+import functools
+import json
 import sys
 
 import flatmin
+from flatmin.problem import _REGISTRY
 from flatmin.theory import theory_params
 
 
 def make_instance(spec: dict, eps: float | None = None, dim_param: str | None = None, dim_value=None):
+    """The problem of ``spec`` at ``eps`` (when it has an ``eps_param``) and ``dim_param = dim_value``.
+
+    One :class:`flatmin.Problem` per name and parameters in a process: the compiled loops and flatness
+    measures are cached per problem, so an instance swept over eps whose problem does not depend on eps
+    (the bowl, the hyperbola, the net) is traced and compiled once, not once per eps."""
     params = dict(spec.get("params", {}))
     if spec.get("eps_param"):
         params[spec["eps_param"]] = eps
     if dim_param is not None:
         params[dim_param] = dim_value
-    return flatmin.make_problem(spec["name"], **params)
+    flatmin.list_problems()  # the shipped families are registered
+    factory = _REGISTRY.get(spec["name"])
+    try:
+        key = json.dumps(params, sort_keys=True)
+    except TypeError:  # parameters that are not plain data: no sharing
+        factory = None
+    if factory is None:  # make_problem raises for an unknown name
+        return flatmin.make_problem(spec["name"], **params)
+    return _shared_problem(factory, spec["name"], key)
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_problem(factory, name: str, params_json: str):
+    """Keyed by the factory too: a name registered again with another factory builds anew."""
+    return flatmin.make_problem(name, **json.loads(params_json))
 
 
 def schedule(algorithm: str, problem, eps: float, constants: dict) -> tuple[dict, int]:
