@@ -138,6 +138,13 @@ def small_workflow() -> dict:
     return config
 
 
+def output_folders(config: dict) -> dict[str, Path]:
+    """Where a run of ``config`` writes its results tables, figures and tables."""
+    output = config["output"]
+    return {"results": Path(output["results"]) / config["profile"], "figures": Path(output["figures"]),
+            "tables": Path(output["tables"])}
+
+
 def test_small_workflow_through_slurm_matches_the_local_run(slurm_cluster, tmp_path):
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
     local_dir.mkdir()
@@ -145,8 +152,7 @@ def test_small_workflow_through_slurm_matches_the_local_run(slurm_cluster, tmp_p
     local_config = into(small_workflow(), local_dir)
     done = snakemake(local_dir, "--cores", "2", configfile=write_config(local_dir, local_config))
     assert done.returncode == 0, f"the local reference run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-    local = {key: Path(local_config["output"][key]) for key in ("figures", "tables")}
-    local["results"] = Path(local_config["output"]["results"]) / local_config["profile"]
+    local = output_folders(local_config)
 
     config = into(small_workflow(), slurm_dir)
     # A memory and a time limit per experiment, all different, so that a job given another section's
@@ -188,8 +194,8 @@ def test_small_workflow_through_slurm_matches_the_local_run(slurm_cluster, tmp_p
         assert seconds(job["TimeLimit"]) == 60 * section["runtime"], (rule, job["TimeLimit"])
 
     # Tables and figures are those of the local run, except wall-clock times and provenance lines.
-    results, tables, figures = (Path(config["output"]["results"]) / config["profile"],
-                                Path(config["output"]["tables"]), Path(config["output"]["figures"]))
+    here = output_folders(config)
+    results, tables, figures = here["results"], here["tables"], here["figures"]
     csvs = sorted(p.name for p in local["results"].glob("*.csv"))
     assert csvs == sorted(p.name for p in results.glob("*.csv")) and len(csvs) == len(enabled), csvs
     for name in csvs:

@@ -342,7 +342,7 @@ def test_readme_names_every_figure_and_table():
 @pytest.fixture(scope="session")
 def quick_local_run(tmp_path_factory) -> dict:
     """The quick profile run locally, once per test session: its outcome (returncode, output, seconds) and
-    its output folders (results, figures, tables). tests/test_slurm.py compares its SLURM run with it.
+    its output folders (results, figures, tables).
     Under pytest-xdist the first worker to ask runs it, under a file lock in the folder all workers of the
     session share, and the others wait and read its outcome from there."""
     shared = tmp_path_factory.getbasetemp()

@@ -50,11 +50,11 @@ def flatness_measures(trajectory, points, after_gd: int = 0) -> dict:
     after_gd = _check_after_gd(after_gd)
     points = jnp.asarray(points)
     count = points.shape[0]
+    measures = _batched_flatness(trajectory.problem)
     if not count:
-        return jax.vmap(flatness_fn(trajectory.problem))(points)
+        return measures(points)
     size = min(CHUNK, 1 << (count - 1).bit_length())
     padded = jnp.concatenate([points, jnp.broadcast_to(points[:1], (-count % size, points.shape[1]))])
-    measures = _batched_flatness(trajectory.problem)
     chunks = [measures(trajectory.descend(padded[start:start + size], after_gd))
               for start in range(0, padded.shape[0], size)]
     return {name: jnp.concatenate([chunk[name] for chunk in chunks])[:count] for name in chunks[0]}
