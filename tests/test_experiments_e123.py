@@ -122,6 +122,12 @@ def test_identities_negative_control(identities_results):
     assert np.all(np.abs(control["predicted"]) < 1e-12)  # trbar constant on X*
 
 
+def test_identities_refuses_a_tangent_space_of_more_than_one_dimension():
+    bowl = flatmin.make_problem("valley_bowl", m=2, k=1)  # X* = {w = 0}: a plane in R^3
+    with pytest.raises(ValueError, match=r"not one-dimensional \(projector eigenvalues"):
+        identities.unit_tangent(bowl, np.zeros(3))
+
+
 def test_identities_plot(identities_results):
     check_figure(identities.plot(identities_results, IDENTITIES), panels=2)
 

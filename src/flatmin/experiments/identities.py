@@ -70,13 +70,31 @@ PRESETS = {"quick": {"draws": 40_000, "rhos": [0.1, 0.2, 0.4], "dims": [2, 4, 8]
 def unit_tangent(problem, x_star) -> jax.Array:
     """The unit tangent ``t`` (shape ``(d,)``) of a one-dimensional tangent space at ``x_star``,
     oriented so that ``t . grad trbar(x*) >= 0``."""
-    projector = tangent_projector(problem, x_star)
-    eigenvalues, eigenvectors = jnp.linalg.eigh(projector)
+    return _tangent_and_slope(problem, x_star)[0]
+
+
+def _tangent_and_slope(problem, x_star) -> tuple[jax.Array, float]:
+    """``(t, t . grad trbar(x*))``: :func:`unit_tangent` and the slope of ``trbar`` along it."""
+    eigenvalues, t, slope = _tangent_fn(problem)(jnp.asarray(x_star, dtype=jnp.float64))
     if not jnp.allclose(eigenvalues, jnp.r_[jnp.zeros(problem.dim - 1), 1.0], atol=1e-8):
         raise ValueError(f"tangent space at {x_star} is not one-dimensional (projector eigenvalues {eigenvalues})")
-    t = eigenvectors[:, -1]
-    grad_trace = jax.grad(lambda x: normalized_trace(problem, x))(x_star)
-    return jnp.where(t @ grad_trace >= 0, t, -t)
+    return t, float(slope)
+
+
+@functools.lru_cache(maxsize=32)
+def _tangent_fn(problem):
+    """One compiled program per problem: run op by op, the Hessian, its eigenvectors and the trace
+    gradient compiled several hundred one-op programs in a fresh process (about 10 s in the quick profile)."""
+
+    @jax.jit
+    def tangent(x_star):
+        eigenvalues, eigenvectors = jnp.linalg.eigh(tangent_projector(problem, x_star))
+        t = eigenvectors[:, -1]
+        grad_trace = jax.grad(lambda x: normalized_trace(problem, x))(x_star)
+        t = jnp.where(t @ grad_trace >= 0, t, -t)
+        return eigenvalues, t, t @ grad_trace
+
+    return tangent
 
 
 # Up to this many draws are one vmapped batch; more go through lax.map in batches of 8192, whose
@@ -103,9 +121,8 @@ def tangential_mean(problem, algorithm: str, x_star, rho: float, draws: int, key
     """Monte Carlo mean and standard error of ``t . v`` over ``draws`` perturbations, with the
     prediction ``(rho^2/2) t . grad trbar`` (RS) or ``d`` times it (SA)."""
     x_star = jnp.asarray(x_star, dtype=jnp.float64)
-    t = unit_tangent(problem, x_star)
+    t, slope = _tangent_and_slope(problem, x_star)
     samples = _sampler(problem, algorithm, draws)(x_star, t, rho, key)
-    slope = float(t @ jax.grad(lambda x: normalized_trace(problem, x))(x_star))
     factor = problem.dim if algorithm == "sa" else 1
     return {
         "measured": float(samples.mean()),
