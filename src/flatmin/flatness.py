@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +115,8 @@ def _newton_polish(loss, x: Array, steps: int) -> Array:
 
 
 def _flow_limit(loss, x: Array, gtol, rtol, atol, max_steps, polish_steps) -> tuple[Array, Array]:
+    import diffrax  # here rather than at module level: it adds about 0.4 s to every process importing flatmin
+
     grad = jax.grad(loss)
     term = diffrax.ODETerm(lambda t, y, args: -grad(y))
     event = diffrax.Event(lambda t, y, args, **kwargs: jnp.linalg.norm(grad(y)) <= gtol)

@@ -49,7 +49,6 @@ import matplotlib.ticker
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import scipy.optimize
 from pydantic import Field, field_validator
 
 import flatmin
@@ -136,6 +135,8 @@ def _row(fns, point: str, source: str, x, t=np.nan) -> dict:
 def branch_minimum(fns, sign: float, t_range) -> tuple[float, float]:
     """``argmin`` and ``min`` of ``tr Hess f(t, 1/t)`` over ``sign * t in t_range`` (bounded Brent in
     ``log |t|``, tolerance 1e-12)."""
+    import scipy.optimize  # as in flatmin.analysis: not at module level, for start-up time
+
     lo, hi = np.log(t_range[0]), np.log(t_range[1])
 
     def objective(s):
@@ -148,6 +149,8 @@ def branch_minimum(fns, sign: float, t_range) -> tuple[float, float]:
 
 
 def _plane_search(fns, key: str, grad_key, start) -> np.ndarray:
+    import scipy.optimize
+
     value = fns[key]
     grad = fns[grad_key]
     res = scipy.optimize.minimize(lambda x: float(value(jnp.asarray(x))), start,

@@ -57,7 +57,6 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import scipy.stats
 from pydantic import Field, field_validator
 
 import flatmin
@@ -280,8 +279,10 @@ def references(results: pd.DataFrame) -> pd.DataFrame:
 def error_trace_rank_correlation(results: pd.DataFrame, instance: str, point: str = "after_gd") -> float:
     """Spearman rank correlation between ``trbar`` and the recovery error over every checkpoint of
     every algorithm and seed at ``point``: near 1 when flatter means better recovery."""
+    from scipy.stats import spearmanr  # as in flatmin.analysis: not at module level, for start-up time
+
     rows = _select(results, instance, point)
-    return float(scipy.stats.spearmanr(rows["trace"], rows["recovery_error"]).statistic)
+    return float(spearmanr(rows["trace"], rows["recovery_error"]).statistic)
 
 
 def limit_agreement(results: pd.DataFrame, instance: str) -> pd.Series:

@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
 
 from flatmin.problem import Problem, register_problem
 from flatmin.problems._common import check_float, check_int, hessian_norm, jittered
@@ -46,6 +45,8 @@ class DiagonalNetData(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def _data(n: int, p: int, sparsity: int, seed: int) -> DiagonalNetData:
+    import scipy.optimize  # here rather than at module level: it adds about 0.5 s to every process importing flatmin
+
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, p))
     beta_star = np.zeros(p)
