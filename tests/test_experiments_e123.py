@@ -122,10 +122,12 @@ def test_identities_negative_control(identities_results):
     assert np.all(np.abs(control["predicted"]) < 1e-12)  # trbar constant on X*
 
 
-def test_identities_refuses_a_tangent_space_of_more_than_one_dimension():
+def test_unit_tangent_refuses_a_batch_and_a_tangent_space_of_more_than_one_dimension():
     bowl = flatmin.make_problem("valley_bowl", m=2, k=1)  # X* = {w = 0}: a plane in R^3
     with pytest.raises(ValueError, match=r"not one-dimensional \(projector eigenvalues"):
         identities.unit_tangent(bowl, np.zeros(3))
+    with pytest.raises(ValueError, match=r"one point of shape \(3,\) for 'valley_bowl', got shape \(2, 3\)"):
+        identities.unit_tangent(bowl, np.zeros((2, 3)))
 
 
 def test_identities_plot(identities_results):

@@ -48,7 +48,7 @@ SELECT_PROBLEM = {"identities": (_identities_on, "problem"), "complexity": (_com
 @pytest.mark.slow
 def test_user_problem_module_runs_through_the_workflow(tmp_path):
     """One workflow run of every experiment in SELECT_PROBLEM, each on the user's problem (one run rather
-    than one per experiment: the jobs share the problem's compiled functions through the cache)."""
+    than one per experiment: one Snakemake start and one report, and two jobs at a time)."""
     (tmp_path / "my_problem.py").write_text(BOWL_MODULE)
     config = into(only(resolved(QUICK), *SELECT_PROBLEM), tmp_path / "out")
     config["problem_modules"] = ["my_problem.py"]  # relative to the working directory
@@ -64,7 +64,7 @@ def test_user_problem_module_runs_through_the_workflow(tmp_path):
         assert (table[column] == "tmp_bowl").any(), (name, table)
         assert list(prov.read_sidecar(csvs[name])["problem_modules"]) == ["my_problem.py"], name
         assert (tmp_path / "out" / "logs" / "quick" / f"{name}_compute.log").read_text().strip(), name
-        assert prov.read_sidecar(pngs[name])["inputs"] == {str(csvs[name]): workflow.file_sha256(csvs[name])}
+        assert prov.read_sidecar(pngs[name])["inputs"] == {str(csvs[name]): workflow.file_sha256(csvs[name])}, name
     # The HTML report of what was built, with each figure's caption.
     report = tmp_path / "report.html"
     done = snakemake(tmp_path, *map(str, pngs.values()), "--report", str(report), configfile=configfile)

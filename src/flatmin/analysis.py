@@ -82,6 +82,8 @@ def _bootstrap(samples: list[np.ndarray], statistic_of_log_means, n_resamples: i
     the levels with two or more samples are resampled. With every level single the interval is the
     point estimate.
     """
+    from scipy import stats  # here rather than at module level: it adds about 0.5 s to every process importing flatmin
+
     level_means = np.array([s.mean() for s in samples])
     estimate = float(statistic_of_log_means(np.log(level_means)))
     resampled_levels = [i for i, s in enumerate(samples) if len(s) >= 2]
@@ -93,8 +95,6 @@ def _bootstrap(samples: list[np.ndarray], statistic_of_log_means, n_resamples: i
         means = np.broadcast_to(level_means, resampled_means.shape[:-1] + level_means.shape).copy()
         means[..., resampled_levels] = resampled_means
         return statistic_of_log_means(np.log(means))
-
-    from scipy import stats  # here rather than at module level: it adds about 0.5 s to every process importing flatmin
 
     with warnings.catch_warnings():
         # BCa degenerates on (near-)constant samples, e.g. every seed flat at the same checkpoint;

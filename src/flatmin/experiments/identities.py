@@ -69,14 +69,22 @@ PRESETS = {"quick": {"draws": 40_000, "rhos": [0.1, 0.2, 0.4], "dims": [2, 4, 8]
 
 def unit_tangent(problem, x_star) -> jax.Array:
     """The unit tangent ``t`` (shape ``(d,)``) of a one-dimensional tangent space at ``x_star``,
-    oriented so that ``t . grad trbar(x*) >= 0``."""
+    oriented so that ``t . grad trbar(x*) >= 0``.
+
+    Raises ValueError when ``x_star`` is not one point of shape ``(d,)`` or the tangent space there is
+    not one-dimensional."""
     return _tangent_and_slope(problem, x_star)[0]
 
 
 def _tangent_and_slope(problem, x_star) -> tuple[jax.Array, float]:
     """``(t, t . grad trbar(x*))``: :func:`unit_tangent` and the slope of ``trbar`` along it."""
-    eigenvalues, t, slope = _tangent_fn(problem)(jnp.asarray(x_star, dtype=jnp.float64))
-    if not jnp.allclose(eigenvalues, jnp.r_[jnp.zeros(problem.dim - 1), 1.0], atol=1e-8):
+    x_star = jnp.asarray(x_star, dtype=jnp.float64)
+    if x_star.shape != (problem.dim,):
+        raise ValueError(f"x_star must be one point of shape ({problem.dim},) for {problem.name!r}, "
+                         f"got shape {x_star.shape}")
+    eigenvalues, t, slope = _tangent_fn(problem)(x_star)
+    eigenvalues = np.asarray(eigenvalues)  # checked in numpy: no one-op compilations per dimension
+    if not np.allclose(eigenvalues, np.r_[np.zeros(problem.dim - 1), 1.0], atol=1e-8):
         raise ValueError(f"tangent space at {x_star} is not one-dimensional (projector eigenvalues {eigenvalues})")
     return t, float(slope)
 
@@ -84,7 +92,8 @@ def _tangent_and_slope(problem, x_star) -> tuple[jax.Array, float]:
 @functools.lru_cache(maxsize=32)
 def _tangent_fn(problem):
     """One compiled program per problem: run op by op, the Hessian, its eigenvectors and the trace
-    gradient compiled several hundred one-op programs in a fresh process (about 10 s in the quick profile)."""
+    gradient would compile several hundred one-op programs in each fresh process (about 10 s of the quick
+    profile's E1 job)."""
 
     @jax.jit
     def tangent(x_star):
