@@ -335,7 +335,6 @@ def test_complexity_plot_legend_reads_the_local_slopes(complexity_results):
     plt.close(fig)
 
 
-
 def test_sweep_instances_share_a_problem_only_where_it_does_not_change():
     """An instance without eps_param is one Problem across eps (compiled once); the ramp is one per eps;
     a name registered again with another factory builds anew."""
