@@ -38,7 +38,10 @@ _FUSION_EMITTERS_OFF = "--xla_cpu_use_fusion_emitters=false"
 def _xla_accepts(flags: str) -> bool:
     probe = "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120).returncode == 0
+    try:
+        return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 _flags = os.environ.get("XLA_FLAGS", "")
