@@ -367,3 +367,13 @@ def test_registering_a_shipped_name_first_fails_there_and_leaves_the_registry_wh
 def test_make_problem_bad_keyword_lists_the_parameters():
     with pytest.raises(TypeError, match=r"'dept'.*its parameters: \(depth: 'int' = 2"):
         flatmin.make_problem("hyperbola", dept=3)
+
+
+def test_problem_factory_returns_the_registered_factory_and_names_the_choices_for_an_unknown_name():
+    from flatmin.problem import problem_factory
+
+    factory = problem_factory("valley_ramp")
+    assert factory(eps=0.02).params["eps"] == 0.02
+    assert factory is problem_factory("valley_ramp")
+    with pytest.raises(KeyError, match=r"unknown problem 'no_such_family'; registered problems: .*valley_ramp"):
+        problem_factory("no_such_family")

@@ -188,6 +188,18 @@ def list_problems() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def problem_factory(name: str) -> Callable[..., Problem]:
+    """The factory registered under ``name`` (the shipped families included).
+
+    Raises:
+      KeyError: unknown name (the message lists the registered ones).
+    """
+    _discover()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown problem {name!r}; registered problems: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
 def make_problem(name: str, **params) -> Problem:
     """Build the problem ``name`` with the factory's keyword ``params``.
 
@@ -195,10 +207,7 @@ def make_problem(name: str, **params) -> Problem:
       KeyError: unknown name (the message lists the registered ones).
       TypeError / ValueError: the factory rejects ``params``.
     """
-    _discover()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown problem {name!r}; registered problems: {', '.join(sorted(_REGISTRY))}")
-    factory = _REGISTRY[name]
+    factory = problem_factory(name)
     try:
         problem = factory(**params)
     except TypeError as err:

@@ -13,7 +13,7 @@ import json
 import sys
 
 import flatmin
-from flatmin.problem import _REGISTRY
+from flatmin.problem import problem_factory
 from flatmin.theory import theory_params
 
 
@@ -28,13 +28,10 @@ def make_instance(spec: dict, eps: float | None = None, dim_param: str | None = 
         params[spec["eps_param"]] = eps
     if dim_param is not None:
         params[dim_param] = dim_value
-    flatmin.list_problems()  # the shipped families are registered
-    factory = _REGISTRY.get(spec["name"])
+    factory = problem_factory(spec["name"])
     try:
         key = json.dumps(params, sort_keys=True)
     except TypeError:  # parameters that are not plain data: no sharing
-        factory = None
-    if factory is None:  # make_problem raises for an unknown name
         return flatmin.make_problem(spec["name"], **params)
     return _shared_problem(factory, spec["name"], key)
 
