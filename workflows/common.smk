@@ -49,7 +49,8 @@ TABLES = config["output"]["tables"]
 LOGS = f"{config['output']['logs']}/{PROFILE}"
 
 #: Software environment of every job for --sw-deployment-method conda (relative to workflows/*.smk):
-#: the users' environment.yml, which installs this checkout with its workflow extras.
+#: the users' environment.yml, the exact versions of requirements.lock; the jobs' scripts import this
+#: checkout's flatmin from src/.
 CONDA_ENV = "../environment.yml"
 
 
