@@ -37,11 +37,11 @@ cp "$repo/pyproject.toml" .  # read here, so that the lock's comments name no fo
     echo "# Written by tools/lock.sh VENV (with $("$scratch/uv/bin/uv" --version | cut -d" " -f1,2)) from the environment that made them;"
     echo "# to move to newer versions, install them into a .venv, regenerate the figures there, then run tools/lock.sh."
     cat body.txt
-} > "$repo/requirements.lock"
+} > requirements.lock
 
 # A package of the closure that VENV lacks would have been pinned at the index's newest version, not the
 # one that made the figures: every pin that applies here must be what VENV has.
-"$venv/bin/python" - "$repo/requirements.lock" installed.txt build.txt <<'PY'
+"$venv/bin/python" - requirements.lock installed.txt build.txt <<'PY'
 import sys
 from pathlib import Path
 
@@ -61,4 +61,5 @@ wrong = sorted(f"{name}: lock {lock[name].specifier}, venv {have[name].specifier
 if wrong:
     sys.exit("tools/lock.sh: the lock differs from the environment:\n  " + "\n  ".join(wrong))
 PY
+cp requirements.lock "$repo/requirements.lock"
 echo "tools/lock.sh: wrote $repo/requirements.lock"
