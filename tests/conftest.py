@@ -77,6 +77,24 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.module.__name__ not in slow_modules)
 
 
+class CompileEvents:
+    """Counts JAX's tracing and backend-compilation events while in use."""
+
+    NAMES = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")
+
+    def __enter__(self):
+        self.events = []
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+        return self
+
+    def _record(self, event, duration, **kwargs):
+        if event in self.NAMES:
+            self.events.append(event)
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._record)
+
+
 # ---------------------------------------------------------------- hyperbola f = (xy - 1)^2
 def hyperbola_loss(x):
     return (x[0] * x[1] - 1.0) ** 2

@@ -20,6 +20,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+import jax.numpy as jnp  # noqa: E402
+from conftest import hyperbola_limit  # noqa: E402
+
 import flatmin  # noqa: E402
 from flatmin import experiments  # noqa: E402
 from flatmin.experiments import complexity, decrease, identities  # noqa: E402
@@ -315,6 +318,19 @@ def test_complexity_extension_runs_its_algorithms_only_with_its_records_and_the_
     assert eps_run[0] == "loss_gap" and rs_dim_run[0] == sa_dim_run[0] == "distance"
     assert eps_run[1] == eps_run[2] // 5  # record_every = budget // records
     assert rs_dim_run[1] == rs_dim_run[2] // 10 and sa_dim_run[1] == sa_dim_run[2] // 4
+
+
+def test_complexity_names_the_instance_and_eps_whose_start_is_already_flat():
+    """A step count of 0 measures nothing: the experiment stops at that run, naming the instance, eps,
+    d, the flat test's values and the config key to change, instead of failing later in the plot's fit."""
+    problem = flatmin.Problem(name="near_flat", dim=2, loss=lambda x: (x[0] * x[1] - 1.0) ** 2,
+                              limit_map=hyperbola_limit, hessian_rank=1,
+                              initial_point=lambda key: jnp.array([1.001, 0.999]))
+    config = {**QUICK_COMPLEXITY, "seeds": 2, "records": 10, "flat_refine": 1}
+    with pytest.raises(ValueError, match=r"complexity: instance 'my_instance', rs at eps = 0.5: the start of "
+                                         r"'near_flat' .*\(d = 2\) is already .*distance = .* <= eps .*Lower this "
+                                         r"eps in experiments.complexity.eps_sweep"):
+        complexity.steps_to_flat(problem, "rs", 0.5, config, instance="my_instance")
 
 
 def test_complexity_extension_must_add_new_values():

@@ -264,3 +264,25 @@ def test_problem_and_registry_bad_inputs():
         flatmin.Problem("bad", 2, hyperbola_loss, hessian_rank=3)
     with pytest.raises(KeyError, match="unknown problem 'no_such_family'"):
         flatmin.make_problem("no_such_family")
+
+
+def _near_flat_hyperbola():
+    """The hyperbola started next to its flattest point (1, 1): flat at the start for a loose eps."""
+    return flatmin.Problem(name="hyperbola_near_flat", dim=2, loss=hyperbola_loss,
+                           sample_losses=lambda x: hyperbola_loss(x)[None], num_samples=1,
+                           limit_map=hyperbola_limit, hessian_rank=1, flattest_trace=2.0,
+                           initial_point=lambda key: jnp.array([1.001, 0.999]))
+
+
+def test_a_start_that_is_already_flat_is_reported_with_eps_d_and_the_test_values():
+    problem = _near_flat_hyperbola()
+    with pytest.warns(flatmin.AlreadyFlatWarning,
+                      match=r"\(d = 2\) is already \(eps, sqrt\(eps\)\)-flat at eps = 0.5 for seed\(s\) \[0, 1\]: at "
+                            r"seed 0, distance = .* <= eps and tangent_grad_norm = .* <= sqrt\(eps\) = 0.707"):
+        result = flatmin.run(problem, "gd", None, {"eta": 0.05}, 10, 2, eps=0.5)
+    np.testing.assert_array_equal(result.first_flat_step, [0, 0])
+
+
+def test_a_start_that_is_not_flat_warns_nothing(hyperbola, recwarn):
+    flatmin.run(hyperbola, "gd", None, {"eta": 0.05}, 10, 2, eps=1e-3)
+    assert not [w for w in recwarn if issubclass(w.category, flatmin.AlreadyFlatWarning)]

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import HYPERBOLA_SHARP
+from conftest import HYPERBOLA_SHARP, CompileEvents
 
 import flatmin
 from flatmin.algorithms import ALGORITHMS, make_step
@@ -52,24 +52,6 @@ def test_swept_hyperparameters_give_the_step_of_make_step(hyperbola, algorithm):
             fractions = [flags[a:b].mean() for a, b in ((0, 4), (4, 8), (8, 12), (12, 16))]
             np.testing.assert_array_equal(res.metrics[res.metrics.seed == seed]["perturbed_fraction"],
                                           [0.0, *fractions])
-
-
-class CompileEvents:
-    """Counts JAX's tracing and backend-compilation events while in use."""
-
-    NAMES = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")
-
-    def __enter__(self):
-        self.events = []
-        jax.monitoring.register_event_duration_secs_listener(self._record)
-        return self
-
-    def _record(self, event, duration, **kwargs):
-        if event in self.NAMES:
-            self.events.append(event)
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._record)
 
 
 @pytest.mark.parametrize("algorithm", ["rs", "sa"])

@@ -20,6 +20,7 @@ from flatmin.flatness import (  # noqa: E402
 )
 from flatmin.algorithms import (  # noqa: E402
     ALGORITHMS,
+    AlreadyFlatWarning,
     DivergenceError,
     Trajectory,
     perturbation,
@@ -34,6 +35,7 @@ from flatmin.model_flatness import ModelFlatness, model_flatness  # noqa: E402
 
 __all__ = [
     "ALGORITHMS",
+    "AlreadyFlatWarning",
     "DivergenceError",
     "ModelFlatness",
     "Problem",

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -55,6 +57,25 @@ TRACED = ("eta", "eta_prime", "rho", "eps0", "fallback_radius")
 
 class DivergenceError(FloatingPointError):
     """An iterate became NaN or infinite; the message names the step, seed and parameters."""
+
+
+class AlreadyFlatWarning(UserWarning):
+    """The start of a run already passes the flat test: its first flat step, 0, measures nothing."""
+
+
+def already_flat_message(problem: Problem, metrics: pd.DataFrame, eps: float, criterion: str) -> str | None:
+    """What :func:`run` reports when some seed's start (step 0) is already (eps, sqrt(eps))-flat: the
+    seeds, eps, d and the flat test's values at the start; None when no start is flat."""
+    start = metrics[(metrics["step"] == 0) & metrics["flat"]]
+    if start.empty:
+        return None
+    gap = "distance" if criterion == "distance" else "loss_gap"
+    first = start.iloc[0]
+    return (f"the start of {problem.name!r} {problem.params} (d = {problem.dim}) is already "
+            f"(eps, sqrt(eps))-flat at eps = {eps:g} for seed(s) {start['seed'].tolist()}: at seed "
+            f"{int(first['seed'])}, {gap} = {first[gap]:.3g} <= eps and tangent_grad_norm = "
+            f"{first['tangent_grad_norm']:.3g} <= sqrt(eps) = {math.sqrt(eps):.3g}, so first_flat_step = 0 "
+            "measures nothing: use a smaller eps, or a start farther from the flat minima")
 
 
 def check_params(problem: Problem, algorithm: str, params: dict) -> dict:
@@ -125,7 +146,9 @@ def sa_direction(
 def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Array, **options) -> Array:
     """One perturbation vector ``v`` (shape ``(d,)``) of ``'rs'``, ``'rs_noproj'`` or ``'sa'``.
 
-    ``options`` for SA: ``batch_size`` (default 1), ``fallback_radius``.
+    ``options`` for SA: ``batch_size`` (default 1), ``fallback_radius``. Compiled once per problem,
+    algorithm, batch size and shape of ``x``: ``rho`` and ``fallback_radius`` are arguments of the
+    compiled program, so repeated calls (a Monte Carlo estimate in a Python loop) compile nothing new.
     """
     allowed = ("rs", "rs_noproj", "sa")
     if algorithm not in allowed:
@@ -133,12 +156,22 @@ def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Ar
     check_positive("rho", rho)
     x = jnp.asarray(x, dtype=jnp.float64)
     if algorithm == "sa":
-        check_params(problem, "sa", {"eta": 1.0, "eta_prime": 1.0, "rho": rho, "eps0": 1.0,
-                                     "batch_size": options.get("batch_size", 1), **options})
-        return sa_direction(problem, x, rho, key, **options)
+        full = check_params(problem, "sa", {"eta": 1.0, "eta_prime": 1.0, "rho": rho, "eps0": 1.0,
+                                            "batch_size": options.get("batch_size", 1), **options})
+        return _sa_perturbation(problem, full["batch_size"], x, rho, key, full["fallback_radius"])
     if options:
         raise TypeError(f"{algorithm!r} takes no options, got {sorted(options)}")
-    return rs_direction(problem, x, rho, key, project=algorithm == "rs")
+    return _rs_perturbation(problem, algorithm == "rs", x, rho, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sa_perturbation(problem: Problem, batch_size: int, x, rho, key, fallback_radius):
+    return sa_direction(problem, x, rho, key, batch_size, fallback_radius)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _rs_perturbation(problem: Problem, project: bool, x, rho, key):
+    return rs_direction(problem, x, rho, key, project=project)
 
 
 def make_step(problem: Problem, algorithm: str, params: dict):
@@ -336,7 +369,8 @@ class RunResult:
       iterates: the iterates at the checkpoints, shape ``(num_seeds, num_checkpoints, d)``, in the
         row order of ``metrics`` within each seed.
       first_flat_step: with ``eps``, per seed the first step whose iterate is (eps, sqrt(eps))-flat
-        (:func:`flatmin.measurement.first_flat_step`); ``-1`` if no checkpoint is flat; else None.
+        (:func:`flatmin.measurement.first_flat_step`); ``-1`` if no checkpoint is flat; ``0`` where
+        the start is already flat (:class:`AlreadyFlatWarning` says so); else None.
     """
 
     metrics: pd.DataFrame
@@ -381,6 +415,10 @@ def run(
     Raises:
       DivergenceError: an iterate became non-finite; names the first step, the seed and ``params``.
       ValueError: a bad parameter, or ``params["steps"]`` differs from ``steps``.
+
+    Warns:
+      AlreadyFlatWarning: with ``eps``, a seed's start already passes the flat test (the message names
+        the seeds, eps, d and the test's values).
     """
     if eps is not None and not measure:
         raise ValueError("eps needs measure=True (the flat test uses Phi)")
@@ -395,6 +433,9 @@ def run(
                                   criterion=flat_criterion)
     first_flat = None
     if eps is not None:
+        message = already_flat_message(problem, metrics, eps, flat_criterion)
+        if message:
+            warnings.warn(message, AlreadyFlatWarning, stacklevel=2)
         first_flat = measurement.first_flat_step(trajectory, metrics, eps, criterion=flat_criterion,
                                                  resolution=flat_resolution, after_gd=measure_after_gd)
     iterates = trajectory.iterates

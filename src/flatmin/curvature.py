@@ -3,7 +3,9 @@
 Both are matrix-free: Hessian-vector products ``H v`` by forward-over-reverse differentiation
 (``jax.jvp`` of ``jax.grad``), never the ``d x d`` Hessian. The probes and the Lanczos iteration are
 matfree's (``matfree.stochtrace``, ``matfree.decomp``, ``matfree.eig``). Leaves of ``params`` that are
-not floating arrays are held fixed, as in ``equinox.filter_grad``.
+not floating arrays are held fixed, as in ``equinox.filter_grad``. Each tool compiles once per
+``loss_fn`` and shape of its arguments (pass the same ``loss_fn`` object to reuse it); called on concrete
+arrays on the CPU, every product runs as a program of its own (:mod:`flatmin._products`).
 """
 
 from __future__ import annotations
@@ -19,40 +21,21 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from matfree import decomp, eig, stochtrace
 
+from flatmin._model_inputs import check_finite, floating_part
+from flatmin._products import hvp_program, product, separate_products
+
 #: Probes evaluated together (under ``vmap``) by default; the groups run one after the other, so peak
-#: memory is that of this many Hessian-vector products.
-PROBE_BATCH_SIZE = 8
+#: memory is that of this many Hessian-vector products. One: batched products of a convolution are
+#: grouped convolutions, several times slower on CPU than the products one by one.
+PROBE_BATCH_SIZE = 1
 
 
-class FlatParams(typing.NamedTuple):
-    """The floating leaves of a pytree of parameters as one vector ``x``; ``unravel(x)`` gives those
-    leaves back (None elsewhere), ``rebuild(x)`` the whole pytree."""
-
-    x: jax.Array
-    unravel: Callable
-    rebuild: Callable
-
-
-def flatten_params(params) -> FlatParams:
-    """:class:`FlatParams` of ``params`` (floating leaves only, as ``equinox.filter_grad`` does)."""
-    diff, static = eqx.partition(params, eqx.is_inexact_array)
-    x, unravel = ravel_pytree(diff)
-    if x.size == 0:
-        raise ValueError("params holds no floating-point array to differentiate")
-    return FlatParams(x, unravel, lambda y: eqx.combine(unravel(y), static))
-
-
-def flat_loss(loss_fn: Callable, params, batch) -> tuple[Callable, FlatParams]:
-    """``(f, flat)``: ``f(y) = loss_fn(flat.rebuild(y), batch)``, the loss as a function of one flat
-    vector, and the :class:`FlatParams` of ``params`` (``f(flat.x)`` is the loss at ``params``)."""
-    flat = flatten_params(params)
-    return (lambda y: loss_fn(flat.rebuild(y), batch)), flat
-
-
-def hvp_fn(f: Callable, x: jax.Array) -> Callable:
-    """``v -> Hess f(x) v`` by forward-over-reverse differentiation."""
-    grad = jax.grad(f)
-    return lambda v: jax.jvp(grad, (x,), (v,))[1]
+def probe_map(fn: Callable, probes: jax.Array, batch_size: int) -> jax.Array:
+    """``fn`` over the rows of ``probes``, ``batch_size`` rows at a time under ``vmap`` and the groups in
+    sequence (``batch_size = 1``: a plain loop, no batching rule)."""
+    if batch_size == 1:
+        return jax.lax.map(fn, probes)
+    return jax.lax.map(fn, probes, batch_size=min(batch_size, probes.shape[0]))
 
 
 def _check_count(name: str, value, minimum: int) -> int:
@@ -77,15 +60,24 @@ def hessian_trace(loss_fn: Callable, params, batch, key: jax.Array, num_probes: 
     Returns:
       ``(estimate, standard_error)``, scalars; the standard error is the sample standard deviation of
       ``z^T H z`` over the probes (``ddof=1``) over ``sqrt(num_probes)``. For Rademacher probes the
-      variance of one ``z^T H z`` is ``2 (||H||_F^2 - sum_i H_ii^2)``. Jit- and vmap-compatible.
+      variance of one ``z^T H z`` is ``2 (||H||_F^2 - sum_i H_ii^2)``. Jit-, vmap- and grad-compatible.
     """
     num_probes = _check_count("num_probes", num_probes, 2)
     probe_batch_size = _check_count("probe_batch_size", probe_batch_size, 1)
-    f, flat = flat_loss(loss_fn, params, batch)
+    floating_part(params)
+    check_finite(params)
+    return _hessian_trace(loss_fn, params, batch, key, num_probes, probe_batch_size,
+                          separate_products(params, batch, key))
+
+
+@eqx.filter_jit
+def _hessian_trace(loss_fn, params, batch, key, num_probes, probe_batch_size, separate):
+    hvp = product(hvp_program, loss_fn, params, batch, separate)
+    x = ravel_pytree(eqx.filter(params, eqx.is_inexact_array))[0]
     # matfree's sampler draws every probe at once from key, so the values do not depend on the grouping
-    probes = stochtrace.sampler_signs(flat.x, num=num_probes)(key)
-    integrand, hvp = stochtrace.monte_carlo_trace(), hvp_fn(f, flat.x)
-    values = jax.lax.map(lambda z: integrand(hvp, z), probes, batch_size=min(probe_batch_size, num_probes))
+    probes = stochtrace.sampler_signs(x, num=num_probes)(key)
+    integrand = stochtrace.monte_carlo_trace()
+    values = probe_map(lambda z: integrand(hvp, z), probes, probe_batch_size)
     return values.mean(), values.std(ddof=1) / math.sqrt(num_probes)
 
 
@@ -123,9 +115,15 @@ def hessian_top_eigenvalue(loss_fn: Callable, params, batch, key: jax.Array, *,
     Returns a :class:`TopEigenvalue`. Jit-compatible.
     """
     num_matvecs = _check_count("num_matvecs", num_matvecs, 1)
-    f, flat = flat_loss(loss_fn, params, batch)
-    x, unravel = flat.x, flat.unravel
-    hvp = hvp_fn(f, x)
+    floating_part(params)
+    check_finite(params)
+    return _hessian_top_eigenvalue(loss_fn, params, batch, key, num_matvecs, separate_products(params, batch, key))
+
+
+@eqx.filter_jit
+def _hessian_top_eigenvalue(loss_fn, params, batch, key, num_matvecs, separate):
+    hvp = product(hvp_program, loss_fn, params, batch, separate)
+    x, unravel = ravel_pytree(eqx.filter(params, eqx.is_inexact_array))
     start = jax.random.normal(key, x.shape, dtype=x.dtype)
     value, vector = top_eigenpair(hvp, start, num_matvecs)
     residual = jnp.linalg.norm(hvp(vector) - value * vector)

@@ -101,8 +101,14 @@ def hutchinson_trace(
     x = _check_point(problem, x)
     if x.ndim != 1:
         raise ValueError(f"hutchinson_trace takes one point of shape ({problem.dim},), got {x.shape}")
-    mean, standard_error = hessian_trace(lambda y, _: problem.loss(y), x, None, key, num_probes)
+    mean, standard_error = hessian_trace(_batchless_loss(problem), x, None, key, num_probes)
     return mean / problem.dim, standard_error / problem.dim
+
+
+@functools.lru_cache(maxsize=128)
+def _batchless_loss(problem: Problem):
+    """``(x, batch) -> f(x)``, one function per problem, so that :func:`hessian_trace` compiles once."""
+    return lambda y, _: problem.loss(y)
 
 
 def _newton_polish(loss, x: Array, steps: int) -> Array:

@@ -29,17 +29,27 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from flatmin.settings import check_positive
+from flatmin._model_inputs import check_finite, floating_part
+from flatmin._products import (
+    flat_function,
+    jvp_program,
+    product,
+    separate_products,
+    trace_gradient_program,
+    vjp_program,
+)
 from flatmin.curvature import (
     PROBE_BATCH_SIZE,
     _check_count,
-    flat_loss,
-    hessian_top_eigenvalue,
-    hessian_trace,
-    hvp_fn,
+    _hessian_top_eigenvalue,
+    _hessian_trace,
+    probe_map,
     top_eigenpair,
 )
 
@@ -77,30 +87,26 @@ class ModelFlatness(typing.NamedTuple):
     outputs: int
 
 
-def trace_gradient_samples(f: Callable, x: jax.Array, probes: jax.Array,
+def trace_gradient_samples(quadratic_form_gradient: Callable, probes: jax.Array,
                            probe_batch_size: int = PROBE_BATCH_SIZE) -> jax.Array:
-    """``grad_x (z^T Hess f(x) z)`` for each row ``z`` of ``probes`` ``(k, d)``: shape ``(k, d)``.
-    Third derivatives by reverse mode over the forward-over-reverse Hessian-vector product."""
-
-    def quadratic_form(y, z):
-        return z @ hvp_fn(f, y)(z)
-
-    grad = jax.grad(quadratic_form)
-    return jax.lax.map(lambda z: grad(x, z), probes, batch_size=min(probe_batch_size, probes.shape[0]))
+    """``grad_x (z^T Hess f(x) z)`` for each row ``z`` of ``probes`` ``(k, d)``: shape ``(k, d)``, from
+    ``quadratic_form_gradient(z)`` (:func:`flatmin._products.trace_gradient_program`: third derivatives
+    by reverse mode over the forward-over-reverse Hessian-vector product)."""
+    return probe_map(quadratic_form_gradient, probes, probe_batch_size)
 
 
-def jacobian(fn: Callable, x: jax.Array, chunk: int = 64) -> jax.Array:
-    """Dense Jacobian ``(m, d)`` of ``fn: (d,) -> (m,)``: ``chunk`` reverse-mode rows at a time when
-    ``m <= d``, else ``chunk`` forward-mode columns at a time (bounded memory)."""
-    outputs = jax.eval_shape(fn, x).shape[0]
+def jacobian(predict_fn: Callable, params, batch, separate: bool, chunk: int = 64) -> jax.Array:
+    """Dense Jacobian ``(m, d)`` of the raveled ``predict_fn(params, batch)`` in the floating leaves of
+    ``params``: reverse-mode rows when ``m <= d``, else forward-mode columns, ``chunk`` at a time under
+    ``vmap`` when traced in place, one by one when ``separate`` (:mod:`flatmin._products`)."""
+    x = ravel_pytree(eqx.filter(params, eqx.is_inexact_array))[0]
+    outputs = eqx.filter_eval_shape(lambda p: jnp.ravel(predict_fn(p, batch)), params).size
+    group = 1 if separate else chunk
     if outputs <= x.size:
-        _, pullback = jax.vjp(fn, x)
-        return jax.lax.map(lambda i: pullback(jax.nn.one_hot(i, outputs, dtype=x.dtype))[0],
-                           jnp.arange(outputs), batch_size=chunk)
-    _, pushforward = jax.linearize(fn, x)
-    columns = jax.lax.map(lambda j: pushforward(jax.nn.one_hot(j, x.size, dtype=x.dtype)),
-                          jnp.arange(x.size), batch_size=chunk)
-    return columns.T
+        pullback = product(vjp_program, predict_fn, params, batch, separate)
+        return probe_map(lambda i: pullback(jax.nn.one_hot(i, outputs, dtype=x.dtype)), jnp.arange(outputs), group)
+    pushforward = product(jvp_program, predict_fn, params, batch, separate)
+    return probe_map(lambda j: pushforward(jax.nn.one_hot(j, x.size, dtype=x.dtype)), jnp.arange(x.size), group).T
 
 
 def tangent_projection(jacobian: jax.Array, vectors: jax.Array, key: jax.Array,
@@ -150,28 +156,47 @@ def model_flatness(loss_fn: Callable, predict_fn: Callable, params, batch, key: 
     trace_probes = _check_count("trace_probes", trace_probes, 2)
     if gradient_probes is not None and gradient_probes != 0:
         gradient_probes = _check_count("gradient_probes (0, None or >= 2)", gradient_probes, 2)
+    num_matvecs = _check_count("num_matvecs", num_matvecs, 1)
+    probe_batch_size = _check_count("probe_batch_size", probe_batch_size, 1)
     check_positive("rel_tol", rel_tol)
-    f, flat = flat_loss(loss_fn, params, batch)
-    x, d = flat.x, flat.x.size
+    floating_part(params)
+    check_finite(params)
+    result, jacobian_norm = _model_flatness(loss_fn, predict_fn, params, batch, key, trace_probes, gradient_probes,
+                                            num_matvecs, jnp.asarray(rel_tol), probe_batch_size,
+                                            separate_products(params, batch, key))
+    if not isinstance(jacobian_norm, jax.core.Tracer) and not jacobian_norm > 0:
+        raise ValueError("predict_fn(params, batch) does not depend on params (its Jacobian is zero), so the "
+                         "minima it defines have no tangent space to project on: return the model's "
+                         "predictions computed from params")
+    return result
+
+
+@eqx.filter_jit
+def _model_flatness(loss_fn, predict_fn, params, batch, key, trace_probes, gradient_probes, num_matvecs, rel_tol,
+                    probe_batch_size, separate):
+    f, x = flat_function(loss_fn, params, batch, scalar=True)
+    d = x.size
     key_trace, key_lanczos, key_gradient, key_projection = jax.random.split(key, 4)
 
-    trace, trace_se = hessian_trace(lambda y, _: f(y), x, None, key_trace, trace_probes,
-                                    probe_batch_size=probe_batch_size)
-    top = hessian_top_eigenvalue(lambda y, _: f(y), x, None, key_lanczos, num_matvecs=num_matvecs)
+    trace, trace_se = _hessian_trace(loss_fn, params, batch, key_trace, trace_probes, probe_batch_size, separate)
+    top = _hessian_top_eigenvalue(loss_fn, params, batch, key_lanczos, num_matvecs, separate)
 
+    quadratic_form_gradient = product(trace_gradient_program, loss_fn, params, batch, separate)
     exact = gradient_probes == 0 or (gradient_probes is None and d <= EXACT_GRADIENT_MAX_DIM)
     if exact:  # tr H = sum_j e_j^T H e_j, projected once
-        samples = trace_gradient_samples(f, x, jnp.eye(d, dtype=x.dtype), probe_batch_size).sum(0)[None] / d
+        samples = trace_gradient_samples(quadratic_form_gradient, jnp.eye(d, dtype=x.dtype),
+                                         probe_batch_size).sum(0)[None] / d
     else:
         probes = jax.random.rademacher(key_gradient, (gradient_probes or 100, d), dtype=x.dtype)
-        samples = trace_gradient_samples(f, x, probes, probe_batch_size) / d
-    jac = jacobian(lambda y: jnp.ravel(predict_fn(flat.rebuild(y), batch)), x)
+        samples = trace_gradient_samples(quadratic_form_gradient, probes, probe_batch_size) / d
+    jac = jacobian(predict_fn, params, batch, separate)
     projected = tangent_projection(jac, samples, key_projection, rel_tol)
     mean = projected.mean(axis=0)
     k = projected.shape[0]
     error = jnp.zeros((), x.dtype) if exact else jnp.sqrt(jnp.sum((projected - mean) ** 2) / ((k - 1) * k))
-    return ModelFlatness(
+    result = ModelFlatness(
         loss=f(x), trace=trace, trace_se=trace_se, normalized_trace=trace / d, top_eigenvalue=top.value,
         top_eigenvalue_residual=top.residual, tangent_grad_norm=jnp.linalg.norm(mean),
         tangent_grad_norm_se=error, dim=int(d), outputs=int(jac.shape[0]),
     )
+    return result, jnp.linalg.norm(jac)

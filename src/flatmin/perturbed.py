@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from flatmin._model_inputs import check_finite, floating_part, scalar_loss
+
 METHODS = ("sgd", "rs", "rs_noproj", "sa", "sam")
 
 #: Remark 2: when the (batch) gradient vanishes exactly, SA takes the direction of the gradient at a
@@ -140,7 +142,14 @@ def value_and_perturbed_grad(loss_fn: Callable, method: str, rho=None, *,
       ``f(params, batch, key) -> (loss, grads)`` with ``loss = loss_fn(params, batch)`` and ``grads``
       of the structure of ``params`` (None at leaves that are not floating arrays). ``key`` draws ``z``
       (RS) or ``s`` (SA); SGD and SAM ignore it. Pure: the same key gives the same result; it jits and
-      vmaps over keys; float32 parameters give float32 gradients.
+      vmaps over keys; float32 parameters give float32 gradients. It is compiled by itself, once per
+      ``loss_fn``, method and shape of the arguments (every ``rho`` shares the program), so it can also
+      be called outside ``jit`` in a loop: pass the same ``loss_fn`` object each time.
+
+    Raises:
+      ValueError: called with concrete parameters that hold a NaN or an infinity (the message names the
+        leaves; the check is skipped under ``jit``), or parameters with no floating-point leaf.
+      TypeError: ``loss_fn`` does not return a scalar.
 
     Example::
 
@@ -154,24 +163,35 @@ def value_and_perturbed_grad(loss_fn: Callable, method: str, rho=None, *,
     if fallback_radius is not None and (isinstance(fallback_radius, bool) or not fallback_radius > 0):
         raise ValueError(f"fallback_radius must be a number > 0 or None, got {fallback_radius!r}")
 
+    # One compiled program per loss, method and shape, shared by every function this returns (rho is an
+    # argument, not a constant): called outside jit, a step neither traces anew nor keeps a new program.
+    rho = None if method == "sgd" else jnp.asarray(rho)
+
     def value_and_grad(params, batch, key):
-        diff, static = eqx.partition(params, eqx.is_inexact_array)
-
-        def loss_of(p):
-            return loss_fn(eqx.combine(p, static), batch)
-
-        grad_fn = jax.grad(loss_of)
-        loss, g = jax.value_and_grad(loss_of)(diff)
-        if method == "sgd":
-            return loss, g
-        if method == "sam":
-            return loss, grad_fn(sam_point(diff, g, rho))
-        if method == "sa":
-            key_sign, key_fallback = jax.random.split(key)
-            w = grad_fn(sharpness_aware_point(grad_fn, diff, g, rho, key_sign, key_fallback, fallback_radius))
-        else:
-            w = grad_fn(rs_point(diff, rho, key))
-        v = w if method == "rs_noproj" else project_out(g, w)
-        return loss, jax.tree.map(jnp.add, g, v)
+        floating_part(params)
+        check_finite(params)
+        return _value_and_perturbed_grad(loss_fn, method, fallback_radius, params, batch, key, rho)
 
     return value_and_grad
+
+
+@eqx.filter_jit
+def _value_and_perturbed_grad(loss_fn, method, fallback_radius, params, batch, key, rho):
+    diff, static = floating_part(params)
+
+    def loss_of(p):
+        return scalar_loss(loss_fn(eqx.combine(p, static), batch))
+
+    grad_fn = jax.grad(loss_of)
+    loss, g = jax.value_and_grad(loss_of)(diff)
+    if method == "sgd":
+        return loss, g
+    if method == "sam":
+        return loss, grad_fn(sam_point(diff, g, rho))
+    if method == "sa":
+        key_sign, key_fallback = jax.random.split(key)
+        w = grad_fn(sharpness_aware_point(grad_fn, diff, g, rho, key_sign, key_fallback, fallback_radius))
+    else:
+        w = grad_fn(rs_point(diff, rho, key))
+    v = w if method == "rs_noproj" else project_out(g, w)
+    return loss, jax.tree.map(jnp.add, g, v)

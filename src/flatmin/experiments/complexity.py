@@ -17,6 +17,8 @@ Settings: :class:`Settings` (paper values) and ``PRESETS["quick"]``.
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -143,18 +145,28 @@ PRESETS = {
 
 
 def steps_to_flat(problem, algorithm: str, eps: float, config: dict, constants: dict | None = None,
-                  flat_criterion: str = "distance") -> pd.DataFrame:
+                  flat_criterion: str = "distance", instance: str | None = None,
+                  sweep: str = "eps_sweep") -> pd.DataFrame:
     """One row per seed: ``first_flat_step`` (NaN if never within the budget), ``budget``,
     ``flat_fraction`` over the main-phase checkpoints after step 0, start and end traces.
 
     ``constants``: the instance's overrides of ``config["constants"][algorithm]``;
-    ``flat_criterion``: the first condition of Definition 3 (:func:`flatmin.run`)."""
+    ``flat_criterion``: the first condition of Definition 3 (:func:`flatmin.run`); ``instance`` and
+    ``sweep`` (its label and config key) name it in the error raised when the start is already flat
+    (a step count of 0 measures nothing)."""
     params, budget = schedule(algorithm, problem, eps, {**config["constants"][algorithm], **(constants or {})})
     after_gd = config["final_gd_steps"] if algorithm == "sa" else 0
     record_every = max(1, budget // config["records"])
-    result = flatmin.run(problem, algorithm, None, params, budget, config["seeds"], record_every=record_every,
-                         eps=eps, flat_criterion=flat_criterion, measure_after_gd=after_gd,
-                         flat_resolution=max(1, record_every // config["flat_refine"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", flatmin.AlreadyFlatWarning)
+        try:
+            result = flatmin.run(problem, algorithm, None, params, budget, config["seeds"],
+                                 record_every=record_every, eps=eps, flat_criterion=flat_criterion,
+                                 measure_after_gd=after_gd, flat_resolution=max(1, record_every // config["flat_refine"]))
+        except flatmin.AlreadyFlatWarning as flat_start:
+            raise ValueError(f"complexity: instance {instance or problem.name!r}, {algorithm} at eps = {eps:g}: "
+                             f"{flat_start}. Lower this eps in experiments.complexity.{sweep} or give the instance a "
+                             "sharper start") from None
     metrics = result.metrics
     main = metrics[(metrics["phase"] == "main") & (metrics["step"] > 0)]
     by_seed = main.groupby("seed")
@@ -186,7 +198,7 @@ def compute(config: dict) -> pd.DataFrame:
                 progress("complexity", f"{spec['label']} {algorithm} eps={eps}")
                 run_config = {**config, "records": spec.get("records") or config["records"]}
                 frame = steps_to_flat(problem, algorithm, eps, run_config, spec.get("constants", {}).get(algorithm),
-                                      spec.get("flat_criterion") or "distance")
+                                      spec.get("flat_criterion") or "distance", spec["label"])
                 frames.append(frame.assign(sweep="eps", instance=spec["label"]))
     sweep = config["dim_sweep"]
     runs = [(value, sweep["algorithms"], config) for value in sweep["values"]]
@@ -197,7 +209,8 @@ def compute(config: dict) -> pd.DataFrame:
         problem = make_instance(sweep["instance"], sweep["eps"], sweep["dim_param"], value)
         for algorithm in algorithms:
             progress("complexity", f"{sweep['instance']['label']} {algorithm} d={problem.dim}")
-            frame = steps_to_flat(problem, algorithm, sweep["eps"], run_config)
+            frame = steps_to_flat(problem, algorithm, sweep["eps"], run_config, instance=sweep["instance"]["label"],
+                                  sweep="dim_sweep")
             frames.append(frame.assign(sweep="dim", instance=sweep["instance"]["label"]))
     return pd.concat(frames, ignore_index=True)
 
