@@ -37,6 +37,7 @@ from flatmin import experiments
 from flatmin import provenance as prov
 from flatmin._files import import_file
 from flatmin.config import JOB_KEYS
+from flatmin.provenance import file_sha256
 from flatmin.settings import seed_list
 
 FIGURE_FORMATS = ("pdf", "png")
@@ -200,8 +201,11 @@ def _check_table(frame, name: str) -> pd.DataFrame:
     return frame
 
 
-def _write_csv(frame: pd.DataFrame, path) -> None:
-    prov.write_atomic(path, frame.to_csv(index=False))
+def _write_csv(frame: pd.DataFrame, path) -> str:
+    """Write ``frame`` to ``path``; returns the SHA-256 of the bytes written, for the sidecar."""
+    data = frame.to_csv(index=False).encode("utf-8")
+    prov.write_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _problem_provenance(config: Mapping) -> dict:
@@ -226,10 +230,10 @@ def compute_to_csv(
     config_in = experiment_config(section)
     print(f"[{name}] compute{'' if shard is None else f' shard {shard}'} -> {csv_path}", file=sys.stderr, flush=True)
     frame = _check_table(module.compute(config_in), name)
-    _write_csv(frame, csv_path)
+    sha256 = _write_csv(frame, csv_path)
     info = prov.provenance(
         config_in, section_seeds(section), started, experiment=name, shard=shard, rows=len(frame),
-        **_problem_provenance(config or {}),
+        sha256=sha256, **_problem_provenance(config or {}),
     )
     prov.write_sidecar(csv_path, info)
     print(f"[{name}] wrote {len(frame)} rows in {info['wall_time_s']:.1f} s", file=sys.stderr, flush=True)
@@ -244,13 +248,13 @@ def merge_shards(
     The sidecar's ``wall_time_s`` is the sum of the shards' compute times (the work, not the merge).
     """
     started = time.time()
+    shard_info = [prov.verified_sidecar(path) for path in shard_csvs]
     frames = [pd.read_csv(path) for path in shard_csvs]
     frame = _check_table(pd.concat(frames, ignore_index=True), name)
-    _write_csv(frame, csv_path)
-    shard_info = [prov.read_sidecar(path) for path in shard_csvs]
+    sha256 = _write_csv(frame, csv_path)
     info = prov.provenance(
         experiment_config(section), section_seeds(section), started, experiment=name, rows=len(frame),
-        shards={str(path): sub["wall_time_s"] for path, sub in zip(shard_csvs, shard_info)},
+        sha256=sha256, shards={str(path): sub["wall_time_s"] for path, sub in zip(shard_csvs, shard_info)},
         **_problem_provenance(config or {}),
     )
     info["wall_time_s"] = round(sum(sub["wall_time_s"] for sub in shard_info), 3)
@@ -258,23 +262,12 @@ def merge_shards(
     return frame
 
 
-def file_sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _computed_by(csv_path) -> str | None:
-    """The git revision recorded in the results table's sidecar, if it has one."""
-    try:
-        return prov.read_sidecar(csv_path).get("git_revision")
-    except (OSError, ValueError):
-        return None
-
-
 def plot_to_files(name: str, section: Mapping, csv_path, outputs: Sequence) -> None:
     """Draw experiment ``name``'s figure from ``csv_path`` into each path of ``outputs`` (+ sidecars).
 
     The format follows each path's suffix (``.pdf``, ``.png``). PDFs carry no creation date, so an
-    unchanged figure gives an unchanged file.
+    unchanged figure gives an unchanged file. A table that is not the one its sidecar describes raises
+    :class:`flatmin.provenance.CorruptOutputError` before anything is drawn.
     """
     import matplotlib
 
@@ -284,6 +277,7 @@ def plot_to_files(name: str, section: Mapping, csv_path, outputs: Sequence) -> N
     started = time.time()
     module = experiments.get(name)
     config_in = experiment_config(section)
+    computed_by = prov.verified_sidecar(csv_path).get("git_revision")
     figure = module.plot(pd.read_csv(csv_path), config_in)
     try:
         for path in outputs:
@@ -297,7 +291,7 @@ def plot_to_files(name: str, section: Mapping, csv_path, outputs: Sequence) -> N
             info = prov.provenance(
                 config_in, section_seeds(section), started, experiment=name,
                 inputs={str(csv_path): file_sha256(csv_path)},
-                computed_by=_computed_by(csv_path),
+                computed_by=computed_by,
             )
             prov.write_sidecar(path, info)
     finally:
@@ -365,13 +359,16 @@ def audit_to_files(result_paths: Mapping[str, str | os.PathLike], config: Mappin
       outputs: paths for ``audit_md``, ``audit_csv``, ``table1_md``, ``table1_tex``.
 
     Every file gets a sidecar; the Markdown tables end with the provenance line and the LaTeX table
-    carries it as a ``%`` comment.
+    carries it as a ``%`` comment. A results table that is not the one its sidecar describes raises
+    :class:`flatmin.provenance.CorruptOutputError` before anything is written.
     """
     import inspect
 
     from flatmin import claims
 
     started = time.time()
+    for path in result_paths.values():
+        prov.verified_sidecar(path)
     results = {name: pd.read_csv(path) for name, path in result_paths.items()}
     audit = claims.evaluate(results, dict(config))
     takes_config = "config" in inspect.signature(claims.table1).parameters
