@@ -258,12 +258,14 @@ def test_shard_by_a_nested_key_and_a_bad_one(tmp_path):
 
 
 # The workflow's error path end to end, one case per kind (an experiment's setting, a job key, the
-# profile's output folders); tests/test_config.py checks every error message in-process.
+# profile's output folders, a problem); tests/test_config.py checks every error message in-process.
 BAD_CONFIGS = {
     "misspelt experiment key": (("experiments", "identities", "draw"), 100,
                                 ["experiments.identities: unknown key draw = 100", "draws"]),
     "threads zero": (("experiments", "escape", "threads"), 0, ["experiments.escape.threads", "0"]),
     "quick over paper figures": (("output", "figures"), "figures", ["output.figures", "'figures'", "paper profile"]),
+    "unknown problem": (("experiments", "example1", "problem", "name"), "hyperbolaa",
+                        ["experiments.example1.problem.name = 'hyperbolaa': unknown problem", "hyperbola"]),
 }
 
 
