@@ -1,11 +1,14 @@
 """Faults the workflow survives: a results table truncated or edited after its job (refused by the
-figure and the audit) and a deleted one (recomputed). The Snakemake runs use a tiny identities-only config
-in a temporary folder."""
+figure and the audit), a deleted one (recomputed) and a full disk (no partial output, a log that says
+so). The Snakemake runs use a tiny identities-only config in a temporary folder."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
+import sys
 import types
 from pathlib import Path
 
@@ -72,6 +75,44 @@ def test_an_edited_shard_is_refused_by_the_merge(tmp_path, stand_in):
         workflow.merge_shards("identities", stand_in, shards, tmp_path / "identities.csv")
     assert not (tmp_path / "identities.csv").exists()
 
+
+
+def _disk_full_after(monkeypatch, calls: int) -> None:
+    """``os.fsync`` (every atomic write calls it) raises ENOSPC from its ``calls + 1``-th call on."""
+    real, count = os.fsync, [0]
+
+    def fsync(fd):
+        count[0] += 1
+        if count[0] > calls:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_leaves_no_table_a_rerun_accepts_and_a_log_that_says_why(tmp_path, stand_in, monkeypatch):
+    csv, log = tmp_path / "results" / "identities.csv", tmp_path / "logs" / "compute.log"
+    workflow.compute_to_csv("identities", {**stand_in, "seeds": [0]}, csv)  # an earlier run's table
+    _disk_full_after(monkeypatch, 1)  # the new table is written, its sidecar is not
+    with pytest.raises(OSError, match="No space left"), workflow.tee_output(log):
+        workflow.compute_to_csv("identities", stand_in, csv)
+    with pytest.raises(prov.CorruptOutputError, match="changed or truncated"):
+        prov.verified_sidecar(csv)
+    assert not list(tmp_path.rglob("*.tmp"))
+    text = log.read_text()
+    assert "[identities] compute ->" in text and "OSError: [Errno 28]" in text
+    assert "the job stopped: no space left on device" in text and "run the same command again" in text
+
+
+def test_a_log_on_a_full_disk_does_not_hide_the_job_s_error(capsys):
+    """/dev/full refuses every write with ENOSPC, as a log file does on a full disk."""
+    streams = sys.stdout, sys.stderr
+    with pytest.raises(ValueError, match="the job's own error"), workflow.tee_output("/dev/full"):
+        print("a progress line " * 1000, file=sys.stderr)
+        raise ValueError("the job's own error")
+    assert (sys.stdout, sys.stderr) == streams
+    err = capsys.readouterr().err
+    assert "a progress line" in err and "the job's log /dev/full is incomplete: [Errno 28]" in err
 
 
 # ------------------------------------------------------------------------------------------------

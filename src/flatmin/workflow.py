@@ -10,7 +10,8 @@ functions here, so everything the workflow does can be run and tested without Sn
 - :func:`plot_to_files`: the experiment's figure as PDF and PNG, each with a sidecar;
 - :func:`audit_to_files`: the claims registry (:mod:`flatmin.claims`) evaluated on the results tables,
   written as the audit and Table 1 (Markdown, CSV, LaTeX) with provenance;
-- :func:`tee_output`: copy progress printed by the experiments to a log file as well as the terminal.
+- :func:`tee_output` (from :mod:`flatmin.joblog`): copy progress printed by the experiments to a log file as
+  well as the terminal, and say why a job failed, a full disk included.
 
 Experiment config sections, as resolved by :func:`flatmin.config.check_config`, carry the job keys
 (``enabled``, ``threads``, ``mem_mb``, ``runtime``, ``shard_by``) and the experiment's full settings.
@@ -20,14 +21,13 @@ provenance hashes that same dict.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import io
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from flatmin import experiments
 from flatmin import provenance as prov
 from flatmin._files import import_file
 from flatmin.config import JOB_KEYS
+from flatmin.joblog import tee_output  # noqa: F401 (the workflow scripts' entry)
 from flatmin.provenance import file_sha256
 from flatmin.settings import seed_list
 
@@ -118,49 +119,6 @@ def prepare(config: Mapping, threads: int = 1) -> None:
     configure_jax(config.get("jax_cache_dir"), threads)
     import_problem_modules(config.get("problem_modules") or [])
     experiments.load_experiment_files(config.get("experiment_modules") or [])
-
-
-@contextlib.contextmanager
-def tee_output(log_path: str | os.PathLike | None) -> Iterator[None]:
-    """Copy everything written to ``sys.stdout`` / ``sys.stderr`` into ``log_path`` as well.
-
-    The terminal (and, on a cluster, the scheduler's job log) still shows the progress lines; the log
-    file under ``logs/`` keeps them. Exceptions are logged with their traceback and re-raised.
-    """
-    if log_path is None:
-        yield
-        return
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8", buffering=1) as log:
-
-        class Tee(io.TextIOBase):
-            def __init__(self, stream):
-                self.stream = stream
-
-            def write(self, text):
-                log.write(text)
-                return self.stream.write(text)
-
-            def flush(self):
-                log.flush()
-                self.stream.flush()
-
-            def isatty(self):
-                return False
-
-        saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = Tee(saved[0]), Tee(saved[1])
-        try:
-            yield
-        except BaseException:
-            import traceback
-
-            traceback.print_exc(file=log)
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            sys.stdout, sys.stderr = saved
 
 
 # --------------------------------------------------------------------------------------------------
