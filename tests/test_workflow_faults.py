@@ -1,6 +1,7 @@
 """Faults the workflow survives: a results table truncated or edited after its job (refused by the
-figure and the audit), a deleted one (recomputed) and a full disk (no partial output, a log that says
-so). The Snakemake runs use a tiny identities-only config in a temporary folder."""
+figure and the audit), a deleted one (recomputed), a full disk (no partial output, a log that says so),
+and kill -9 at any moment (the README's recovery gives byte-identical outputs). The Snakemake runs use a
+tiny identities-only config in a temporary folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import errno
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import pytest
 from flatmin import experiments
 from flatmin import provenance as prov
 from flatmin import workflow
-from workflow_support import QUICK, ROOT, load, needs_snakemake, only, resolved, snakemake, \
+from workflow_support import QUICK, ROOT, SNAKEFILE, SNAKEMAKE, load, needs_snakemake, only, resolved, snakemake, \
     write_config
 
 AUDIT_OUTPUTS = ("audit_md", "audit.md"), ("audit_csv", "audit.csv"), ("table1_md", "table1.md"), \
@@ -183,3 +187,53 @@ def test_a_truncated_table_stops_the_figure_and_the_audit_until_recomputed(refer
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert outputs(folder) == outputs(reference)
 
+
+def interrupted_run(folder: Path, moment) -> None:
+    """Start the workflow in ``folder`` and kill -9 Snakemake and its jobs as soon as ``moment(folder)``."""
+    command = [SNAKEMAKE, "-s", str(SNAKEFILE), "-d", str(folder), "--cores", "2", "--configfile",
+               str(folder / "config.yaml")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    run = subprocess.Popen(command, cwd=folder, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not moment(folder) and run.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL, "the workflow ended before the moment to kill it"
+
+
+MOMENTS = {
+    "compute": lambda folder: "compute ->" in _text(folder / "logs" / "tiny" / "identities_compute.log"),
+    "figure half written": lambda folder: (folder / "build" / "figures" / "identities.pdf").exists(),
+}
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+#: What Snakemake asks for after kill -9, in the order it asks (README, "Interrupted runs").
+ASKS = {"--rerun-incomplete": "IncompleteFilesException", "--unlock": "LockException"}
+
+
+@needs_snakemake
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_a_killed_run_resumed_as_the_readme_says_is_byte_identical(reference, tmp_path, moment):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    config = tiny_config(folder)
+    interrupted_run(folder, MOMENTS[moment])
+    done, asked = snakemake(folder, "--cores", "2", configfile=config), []
+    while done.returncode != 0 and len(asked) < len(ASKS):
+        asked.append(next(flag for flag, error in ASKS.items() if error in done.stdout + done.stderr))
+        if asked[-1] == "--unlock":
+            assert snakemake(folder, "--unlock", configfile=config).returncode == 0
+        done = snakemake(folder, "--cores", "2", "--rerun-incomplete", configfile=config)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "--unlock" in asked and asked == [flag for flag in ASKS if flag in asked], asked
+    assert outputs(folder) == outputs(reference)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("## Interrupted runs")[1].split("\n## ")[0]
+    assert readme.index("--rerun-incomplete") < readme.index("--unlock")  # the order Snakemake asks in
+    assert "`snakemake --unlock " in readme and " --rerun-incomplete`" in readme  # the two commands run above
