@@ -18,10 +18,14 @@ report: "workflows/report/workflow.rst"
 include: "workflows/common.smk"
 
 
+# The results tables and their sidecars are targets too: Snakemake does not remake a missing input of
+# jobs whose outputs are up to date, so a deleted table would otherwise stay deleted.
 rule all:
     default_target: True
     input:
         expand(figure("{name}", "{fmt}"), name=ENABLED, fmt=FIGURE_FORMATS),
+        [result(name) for name in ENABLED],
+        [sidecar(result(name)) for name in ENABLED],
         [table(name) for name in TABLE_FILES] if ENABLED else [],
 
 

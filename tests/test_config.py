@@ -279,3 +279,48 @@ def test_only_the_paper_profile_writes_the_committed_folders():
     config = load(QUICK)
     config["output"]["figures"] = "figures"
     assert "only the paper profile may write the committed figures/ folder" in errors_of(config)
+
+
+# Problem specs and problem_modules: checked before any job, against the registered problems and the
+# parameters of each problem's factory.
+PROBLEM_ERRORS = {
+    "unknown problem": (("experiments", "identities", "rho_problem"), {"name": "hyperbolaa", "params": {}},
+                        ["experiments.identities.rho_problem.name = 'hyperbolaa': unknown problem",
+                         "registered: diagonal_net, factorization, hyperbola,", "problem_modules"]),
+    "unknown problem in a list": (("experiments", "trajectories", "instances", 0, "problem", "name"), "diag_net",
+                                  ["experiments.trajectories.instances.0.problem.name = 'diag_net': unknown problem"]),
+    "misspelt parameter": (("experiments", "identities", "rho_problem", "params"), {"deptth": 3},
+                           ["experiments.identities.rho_problem.params: unknown parameter deptth = 3 of problem "
+                            "'hyperbola' (its parameters: depth"]),
+    "misspelt eps_param": (("experiments", "decrease", "problem", "eps_param"), "epsilon",
+                           ["experiments.decrease.problem.eps_param = 'epsilon': not a parameter of problem "
+                            "'valley_ramp' (its parameters: eps,"]),
+}
+
+
+@pytest.mark.parametrize("case", list(PROBLEM_ERRORS))
+def test_a_bad_problem_spec_is_refused_naming_key_value_and_allowed(quick, case):
+    path, value, expected = PROBLEM_ERRORS[case]
+    message = errors_of(with_value(quick, path, value))
+    assert "(1 error(s))" in message, message
+    for text in expected:
+        assert text in message, (text, message)
+
+
+def test_problem_modules_are_imported_by_the_check(quick, tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "import flatmin\n\n\n@flatmin.register_problem('check_bowl')\ndef check_bowl(scale=1.0):\n"
+        "    return flatmin.Problem('check_bowl', 2, lambda x: scale * (x ** 2).sum())\n")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no data folder')\n")
+    config = with_value(with_value(quick, ("experiments", "example1", "problem"),
+                                   {"name": "check_bowl", "params": {"scale": 2.0}}), ("problem_modules",), ["mine.py"])
+    assert check_config(config, base=tmp_path)["experiments"]["example1"]["problem"]["name"] == "check_bowl"
+    config["experiments"]["example1"]["problem"]["params"] = {"scael": 2.0}
+    config["problem_modules"] = ["mine.py", "missing.py", "broken.py"]
+    with pytest.raises(ConfigError) as info:
+        check_config(config, base=tmp_path)
+    message = str(info.value)
+    assert f"problem_modules.1 = 'missing.py': file not found (looked for {tmp_path / 'missing.py'})" in message
+    assert "problem_modules.2 = 'broken.py': importing it failed: RuntimeError: no data folder" in message
+    assert ("experiments.example1.problem.params: unknown parameter scael = 2.0 of problem 'check_bowl' "
+            "(its parameters: scale)") in message

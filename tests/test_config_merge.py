@@ -37,12 +37,16 @@ def test_a_problem_spec_is_replaced_whole_and_other_mappings_merged():
     assert config["a"]["problem"] == {"name": "my_bowl"}
 
 
-def test_the_readme_overlay_names_only_its_own_parameters():
+def test_the_readme_overlay_names_only_its_own_parameters(tmp_path):
     """The README's own-problem example: E1's rho_problem must carry my_bowl's params only."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     overlay = yaml.safe_load(re.search(r"```yaml\n(profile: mine.*?)```", text, flags=re.S).group(1))
+    # check_config imports the overlay's problem_modules, the README's my_problem.py
+    module = re.search(r"```python\n(import jax.numpy as jnp\nimport flatmin\n\n\n@flatmin.register_problem.*?)```",
+                       text, flags=re.S).group(1)
+    (tmp_path / "my_problem.py").write_text(module, encoding="utf-8")
     paper = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
-    identities = check_config(merged(paper, overlay))["experiments"]["identities"]
+    identities = check_config(merged(paper, overlay), base=tmp_path)["experiments"]["identities"]
     assert identities["rho_problem"] == {"name": "my_bowl", "params": {"scale": 2.0}}
     assert identities["rho_point"] == [2.0, 0.5]
     # the rest of the section is the quick preset's (the overlay's `preset: quick`)

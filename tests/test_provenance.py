@@ -116,3 +116,44 @@ def test_seeds_normalisation():
     assert workflow.section_seeds({"seed": 4}) == [4]
     assert workflow.section_seeds({"seed": 1, "seeds": 2}) == {"seed": [1], "seeds": [0, 1]}
     assert workflow.section_seeds({}) is None
+
+
+def _results_table(tmp_path) -> Path:
+    """A results table and its sidecar as compute_to_csv writes them (the file's SHA-256 recorded)."""
+    csv = tmp_path / "results" / "complexity.csv"
+    prov.write_atomic(csv, "eps,steps\n" + "".join(f"0.{i},{10 * i}\n" for i in range(1, 9)))
+    prov.write_sidecar(csv, {"experiment": "complexity", "sha256": prov.file_sha256(csv)})
+    return csv
+
+
+def test_verified_sidecar_accepts_the_file_its_job_wrote(tmp_path):
+    csv = _results_table(tmp_path)
+    assert prov.verified_sidecar(csv)["experiment"] == "complexity"
+
+
+@pytest.mark.parametrize("damage", ["last rows dropped", "halved", "a word for a number", "no sidecar",
+                                    "sidecar without a hash", "sidecar not JSON"])
+def test_verified_sidecar_refuses_a_changed_file_naming_it_and_the_rerun(tmp_path, damage):
+    csv = _results_table(tmp_path)
+    text = csv.read_text()
+    sidecar = prov.sidecar_path(csv)
+    if damage == "last rows dropped":
+        csv.write_text("".join(text.splitlines(keepends=True)[:-3]))
+    elif damage == "halved":
+        csv.write_text(text[: len(text) // 2])
+    elif damage == "a word for a number":
+        csv.write_text(text.replace("0.3,", "abc,"))
+    elif damage == "no sidecar":
+        sidecar.unlink()
+    elif damage == "sidecar without a hash":
+        sidecar.write_text(json.dumps({"experiment": "complexity"}))
+    else:
+        sidecar.write_text("{truncated")
+    with pytest.raises(prov.CorruptOutputError) as raised:
+        prov.verified_sidecar(csv)
+    message = str(raised.value)
+    assert message.startswith(f"{csv}: not the file its job wrote")
+    assert f"snakemake --forcerun {csv}" in message and f"delete {csv} and {sidecar}" in message
+    expected = {"no sidecar": "is missing", "sidecar without a hash": "records no SHA-256",
+                "sidecar not JSON": "cannot be read"}.get(damage, "changed or truncated")
+    assert expected in message

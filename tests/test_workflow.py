@@ -247,8 +247,8 @@ def test_sharded_experiment_is_computed_per_shard_and_merged(tmp_path):
 def test_shard_by_a_nested_key_and_a_bad_one(tmp_path):
     config = only(resolved(QUICK), "identities")
     section = config["experiments"]["identities"]
-    section["shard_by"] = "rho_problem.params.depths"
-    section["rho_problem"]["params"]["depths"] = [2, 3, 4]
+    section["shard_by"] = "dim_problem.params.curvatures"  # a list-valued parameter of valley_bowl
+    section["dim_problem"]["params"]["curvatures"] = [1.0, 2.0, 3.0]
     done = snakemake(tmp_path, "-n", "--cores", "2", configfile=write_config(tmp_path, into(config, tmp_path)))
     assert done.returncode == 0, done.stdout + done.stderr
     assert len([p for p in dry_run_outputs(done.stdout) if "/shards/" in p and p.endswith(".csv")]) == 3
@@ -258,12 +258,14 @@ def test_shard_by_a_nested_key_and_a_bad_one(tmp_path):
 
 
 # The workflow's error path end to end, one case per kind (an experiment's setting, a job key, the
-# profile's output folders); tests/test_config.py checks every error message in-process.
+# profile's output folders, a problem); tests/test_config.py checks every error message in-process.
 BAD_CONFIGS = {
     "misspelt experiment key": (("experiments", "identities", "draw"), 100,
                                 ["experiments.identities: unknown key draw = 100", "draws"]),
     "threads zero": (("experiments", "escape", "threads"), 0, ["experiments.escape.threads", "0"]),
     "quick over paper figures": (("output", "figures"), "figures", ["output.figures", "'figures'", "paper profile"]),
+    "unknown problem": (("experiments", "example1", "problem", "name"), "hyperbolaa",
+                        ["experiments.example1.problem.name = 'hyperbolaa': unknown problem", "hyperbola"]),
 }
 
 

@@ -6,20 +6,27 @@ problem and experiment files, a ``preset`` and, per experiment, the job keys (``
 ``mem_mb``, ``runtime``, ``shard_by``) plus any setting to change. :func:`check_config` returns the same
 config with each section completed from the experiment's ``Settings`` (defaults = paper values, then
 the preset's overrides, then the section's keys, each replacing the one below whole), or raises
-:class:`ConfigError` listing every bad key with its value and what is allowed.
+:class:`ConfigError` listing every bad key with its value and what is allowed. The files of
+``problem_modules`` are imported, and every problem spec of a section (``{name, params}``) is checked
+against the registered problems and the parameters of the factory it names, so a job never starts on a
+problem that cannot be built.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import pydantic
 from pydantic import Field, Strict
 
 from flatmin import experiments
-from flatmin.settings import Count, Spec, describe_errors
+from flatmin._files import import_file
+from flatmin.problem import list_problems, problem_factory
+from flatmin.settings import Count, ProblemSpec, Spec, describe_errors
 
 #: The top-level keys of a complete config; a --configfile with all of them replaces config/config.yaml.
 REQUIRED_KEYS = ("profile", "output", "problem_modules", "jax_cache_dir", "experiments")
@@ -99,6 +106,7 @@ def check_config(config: Mapping, base: str | os.PathLike | None = None) -> dict
         experiments.load_experiment_files(top.experiment_modules, base)
     except experiments.ExperimentError as error:
         raise ConfigError(f"invalid flatmin config: {error}") from None
+    errors.extend(_import_problem_modules(top.problem_modules, base))
     known = experiments.experiment_names()
     presets = {"paper"} | {p for name in known for p in getattr(experiments.get(name), "PRESETS", {})}
     if top.preset not in presets:
@@ -118,6 +126,7 @@ def check_config(config: Mapping, base: str | os.PathLike | None = None) -> dict
         except pydantic.ValidationError as error:
             errors.extend(describe_errors(error, module.Settings, f"experiments.{name}"))
             continue
+        errors.extend(problem_errors(settings, f"experiments.{name}"))
         if job_keys is not None:
             sections[name] = {**job_keys.model_dump(exclude_none=True), **settings.as_dict()}
     if top.profile != "paper":
@@ -130,6 +139,65 @@ def check_config(config: Mapping, base: str | os.PathLike | None = None) -> dict
     if errors:
         raise _error(errors)
     return {**top.model_dump(), "experiments": sections}
+
+
+def _import_problem_modules(paths: list[str], base) -> list[str]:
+    """Import each file of ``problem_modules`` (as the jobs will), so the problems they register are
+    known to :func:`problem_errors`; one error line per file that is missing or fails to import."""
+    errors = []
+    for index, raw in enumerate(paths):
+        path = (Path(base if base is not None else Path.cwd()) / raw).resolve()
+        if not path.is_file():
+            errors.append(f"problem_modules.{index} = {raw!r}: file not found (looked for {path})")
+            continue
+        try:
+            import_file(path, "flatmin_user_problems")
+        except Exception as error:  # the user's code: any error it raises is reported as a config error
+            errors.append(f"problem_modules.{index} = {raw!r}: importing it failed: {type(error).__name__}: {error}")
+    return errors
+
+
+def _problem_specs(value, key: str):
+    """``(dotted key, spec)`` of every :class:`ProblemSpec` in the settings ``value``."""
+    if isinstance(value, ProblemSpec):
+        yield key, value
+    elif isinstance(value, pydantic.BaseModel):
+        for name in type(value).model_fields:
+            yield from _problem_specs(getattr(value, name), f"{key}.{name}")
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            yield from _problem_specs(item, f"{key}.{name}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _problem_specs(item, f"{key}.{index}")
+
+
+def problem_errors(settings: pydantic.BaseModel, prefix: str) -> list[str]:
+    """One line per problem spec in ``settings`` whose ``name`` is not a registered problem, or whose
+    ``params`` (or ``eps_param``) are not keyword parameters of that problem's factory. Parameters an
+    experiment adds itself (a dimension) are not required here."""
+    errors = []
+    for key, spec in _problem_specs(settings, prefix):
+        try:
+            factory = problem_factory(spec.name)
+        except KeyError:
+            errors.append(f"{key}.name = {spec.name!r}: unknown problem (registered: {', '.join(list_problems())}; "
+                          "a problem of your own: a file in problem_modules that registers it)")
+            continue
+        parameters = inspect.signature(factory).parameters.values()
+        if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            continue
+        allowed = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        named = ", ".join(allowed) or "none"
+        for param, value in spec.params.items():
+            if param not in allowed:
+                errors.append(f"{key}.params: unknown parameter {param} = {value!r} of problem {spec.name!r} "
+                              f"(its parameters: {named})")
+        eps_param = getattr(spec, "eps_param", None)
+        if eps_param is not None and eps_param not in allowed:
+            errors.append(f"{key}.eps_param = {eps_param!r}: not a parameter of problem {spec.name!r} "
+                          f"(its parameters: {named})")
+    return errors
 
 
 def _error(lines: list[str]) -> ConfigError:

@@ -5,7 +5,9 @@ dirty flag), a hash of the configuration, the seeds, the versions of the package
 numbers, the interpreter and machine, and the wall time. :func:`write_sidecar` stores it beside the
 file as ``<file>.provenance.json``; :func:`markdown_footer` and :func:`tex_comment` carry it in-band in
 the tables. :func:`write_atomic` writes through a temporary file in the same folder and
-:func:`os.replace`, so an interrupted run never leaves a truncated output under the final name.
+:func:`os.replace`, so an interrupted run never leaves a truncated output under the final name. A results
+table's sidecar also records the table's SHA-256, and :func:`verified_sidecar` checks it before a figure
+or the audit reads the table, so a table truncated or edited afterwards is refused rather than used.
 """
 
 from __future__ import annotations
@@ -233,6 +235,48 @@ def write_markdown(path: str | os.PathLike, text: str, info: Mapping) -> Path:
 def read_sidecar(path: str | os.PathLike) -> dict:
     """The provenance record stored beside ``path``."""
     return json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the bytes of the file at ``path``."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class CorruptOutputError(ValueError):
+    """A file that is not the one its sidecar describes (changed, truncated, or without a sidecar)."""
+
+
+def verified_sidecar(path: str | os.PathLike) -> dict:
+    """The sidecar record of ``path`` once ``path`` is shown to be the file it describes: the SHA-256
+    the sidecar records (``sha256``) equals that of the file. Raises :class:`CorruptOutputError` naming
+    the file, what is wrong and the command that recomputes it."""
+    path = Path(path)
+    sidecar = sidecar_path(path)
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _corrupt(path, f"its provenance sidecar {sidecar} is missing") from None
+    except (OSError, ValueError) as error:
+        raise _corrupt(path, f"its provenance sidecar {sidecar} cannot be read ({error})") from None
+    recorded = record.get("sha256") if isinstance(record, dict) else None
+    if not recorded:
+        raise _corrupt(path, f"its provenance sidecar {sidecar} records no SHA-256 of it")
+    try:
+        actual = file_sha256(path)
+    except OSError as error:
+        raise _corrupt(path, f"it cannot be read ({error})") from None
+    if actual != recorded:
+        raise _corrupt(path, f"its SHA-256 is {actual[:12]}..., its sidecar records {recorded[:12]}... "
+                       "(the file was changed or truncated after the job that wrote it)")
+    return record
+
+
+def _corrupt(path: Path, reason: str) -> CorruptOutputError:
+    return CorruptOutputError(
+        f"{path}: not the file its job wrote: {reason}. Recompute it and what is made from it with "
+        f"`snakemake --forcerun {path}` and the arguments of this run (e.g. `--cores all --configfile "
+        f"config/quick.yaml`), or delete {path} and {sidecar_path(path)} and run the workflow again."
+    )
 
 
 def _seed_summary(seeds) -> str:

@@ -10,7 +10,8 @@ functions here, so everything the workflow does can be run and tested without Sn
 - :func:`plot_to_files`: the experiment's figure as PDF and PNG, each with a sidecar;
 - :func:`audit_to_files`: the claims registry (:mod:`flatmin.claims`) evaluated on the results tables,
   written as the audit and Table 1 (Markdown, CSV, LaTeX) with provenance;
-- :func:`tee_output`: copy progress printed by the experiments to a log file as well as the terminal.
+- :func:`tee_output` (from :mod:`flatmin.joblog`): copy progress printed by the experiments to a log file as
+  well as the terminal, and say why a job failed, a full disk included.
 
 Experiment config sections, as resolved by :func:`flatmin.config.check_config`, carry the job keys
 (``enabled``, ``threads``, ``mem_mb``, ``runtime``, ``shard_by``) and the experiment's full settings.
@@ -20,14 +21,13 @@ provenance hashes that same dict.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import io
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,8 @@ from flatmin import experiments
 from flatmin import provenance as prov
 from flatmin._files import import_file
 from flatmin.config import JOB_KEYS
+from flatmin.joblog import tee_output  # noqa: F401 (the workflow scripts' entry)
+from flatmin.provenance import file_sha256
 from flatmin.settings import seed_list
 
 FIGURE_FORMATS = ("pdf", "png")
@@ -119,49 +121,6 @@ def prepare(config: Mapping, threads: int = 1) -> None:
     experiments.load_experiment_files(config.get("experiment_modules") or [])
 
 
-@contextlib.contextmanager
-def tee_output(log_path: str | os.PathLike | None) -> Iterator[None]:
-    """Copy everything written to ``sys.stdout`` / ``sys.stderr`` into ``log_path`` as well.
-
-    The terminal (and, on a cluster, the scheduler's job log) still shows the progress lines; the log
-    file under ``logs/`` keeps them. Exceptions are logged with their traceback and re-raised.
-    """
-    if log_path is None:
-        yield
-        return
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8", buffering=1) as log:
-
-        class Tee(io.TextIOBase):
-            def __init__(self, stream):
-                self.stream = stream
-
-            def write(self, text):
-                log.write(text)
-                return self.stream.write(text)
-
-            def flush(self):
-                log.flush()
-                self.stream.flush()
-
-            def isatty(self):
-                return False
-
-        saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = Tee(saved[0]), Tee(saved[1])
-        try:
-            yield
-        except BaseException:
-            import traceback
-
-            traceback.print_exc(file=log)
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            sys.stdout, sys.stderr = saved
-
-
 # --------------------------------------------------------------------------------------------------
 # Sections
 
@@ -200,8 +159,11 @@ def _check_table(frame, name: str) -> pd.DataFrame:
     return frame
 
 
-def _write_csv(frame: pd.DataFrame, path) -> None:
-    prov.write_atomic(path, frame.to_csv(index=False))
+def _write_csv(frame: pd.DataFrame, path) -> str:
+    """Write ``frame`` to ``path``; returns the SHA-256 of the bytes written, for the sidecar."""
+    data = frame.to_csv(index=False).encode("utf-8")
+    prov.write_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _problem_provenance(config: Mapping) -> dict:
@@ -226,10 +188,10 @@ def compute_to_csv(
     config_in = experiment_config(section)
     print(f"[{name}] compute{'' if shard is None else f' shard {shard}'} -> {csv_path}", file=sys.stderr, flush=True)
     frame = _check_table(module.compute(config_in), name)
-    _write_csv(frame, csv_path)
+    sha256 = _write_csv(frame, csv_path)
     info = prov.provenance(
         config_in, section_seeds(section), started, experiment=name, shard=shard, rows=len(frame),
-        **_problem_provenance(config or {}),
+        sha256=sha256, **_problem_provenance(config or {}),
     )
     prov.write_sidecar(csv_path, info)
     print(f"[{name}] wrote {len(frame)} rows in {info['wall_time_s']:.1f} s", file=sys.stderr, flush=True)
@@ -244,13 +206,13 @@ def merge_shards(
     The sidecar's ``wall_time_s`` is the sum of the shards' compute times (the work, not the merge).
     """
     started = time.time()
+    shard_info = [prov.verified_sidecar(path) for path in shard_csvs]
     frames = [pd.read_csv(path) for path in shard_csvs]
     frame = _check_table(pd.concat(frames, ignore_index=True), name)
-    _write_csv(frame, csv_path)
-    shard_info = [prov.read_sidecar(path) for path in shard_csvs]
+    sha256 = _write_csv(frame, csv_path)
     info = prov.provenance(
         experiment_config(section), section_seeds(section), started, experiment=name, rows=len(frame),
-        shards={str(path): sub["wall_time_s"] for path, sub in zip(shard_csvs, shard_info)},
+        sha256=sha256, shards={str(path): sub["wall_time_s"] for path, sub in zip(shard_csvs, shard_info)},
         **_problem_provenance(config or {}),
     )
     info["wall_time_s"] = round(sum(sub["wall_time_s"] for sub in shard_info), 3)
@@ -258,23 +220,12 @@ def merge_shards(
     return frame
 
 
-def file_sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _computed_by(csv_path) -> str | None:
-    """The git revision recorded in the results table's sidecar, if it has one."""
-    try:
-        return prov.read_sidecar(csv_path).get("git_revision")
-    except (OSError, ValueError):
-        return None
-
-
 def plot_to_files(name: str, section: Mapping, csv_path, outputs: Sequence) -> None:
     """Draw experiment ``name``'s figure from ``csv_path`` into each path of ``outputs`` (+ sidecars).
 
     The format follows each path's suffix (``.pdf``, ``.png``). PDFs carry no creation date, so an
-    unchanged figure gives an unchanged file.
+    unchanged figure gives an unchanged file. A table that is not the one its sidecar describes raises
+    :class:`flatmin.provenance.CorruptOutputError` before anything is drawn.
     """
     import matplotlib
 
@@ -284,6 +235,7 @@ def plot_to_files(name: str, section: Mapping, csv_path, outputs: Sequence) -> N
     started = time.time()
     module = experiments.get(name)
     config_in = experiment_config(section)
+    computed_by = prov.verified_sidecar(csv_path).get("git_revision")
     figure = module.plot(pd.read_csv(csv_path), config_in)
     try:
         for path in outputs:
@@ -297,7 +249,7 @@ def plot_to_files(name: str, section: Mapping, csv_path, outputs: Sequence) -> N
             info = prov.provenance(
                 config_in, section_seeds(section), started, experiment=name,
                 inputs={str(csv_path): file_sha256(csv_path)},
-                computed_by=_computed_by(csv_path),
+                computed_by=computed_by,
             )
             prov.write_sidecar(path, info)
     finally:
@@ -365,13 +317,16 @@ def audit_to_files(result_paths: Mapping[str, str | os.PathLike], config: Mappin
       outputs: paths for ``audit_md``, ``audit_csv``, ``table1_md``, ``table1_tex``.
 
     Every file gets a sidecar; the Markdown tables end with the provenance line and the LaTeX table
-    carries it as a ``%`` comment.
+    carries it as a ``%`` comment. A results table that is not the one its sidecar describes raises
+    :class:`flatmin.provenance.CorruptOutputError` before anything is written.
     """
     import inspect
 
     from flatmin import claims
 
     started = time.time()
+    for path in result_paths.values():
+        prov.verified_sidecar(path)
     results = {name: pd.read_csv(path) for name, path in result_paths.items()}
     audit = claims.evaluate(results, dict(config))
     takes_config = "config" in inspect.signature(claims.table1).parameters
