@@ -119,27 +119,74 @@ def test_curvature_loops_do_not_grow_the_process(model):
     assert _memory_maps() - before <= 64
 
 
-def test_products_on_their_own_and_inside_a_trace_agree(model):
-    """Called on concrete arrays on the CPU, the tools evaluate each product as a program of its own
-    (flatmin._products); under jit, inside the traced program. The same probes give the same numbers to
-    rounding, and the traced form stays differentiable."""
-    params, batch = model
-    key = jax.random.PRNGKey(5)
-    trace = flatmin.hessian_trace(_loss, params, batch, key, 16)
-    traced = jax.jit(lambda p: flatmin.hessian_trace(_loss, p, batch, key, 16))(params)
-    np.testing.assert_allclose(trace, traced, rtol=1e-12)
-    top = flatmin.hessian_top_eigenvalue(_loss, params, batch, key, num_matvecs=7)
-    top_traced = eqx.filter_jit(flatmin.hessian_top_eigenvalue)(_loss, params, batch, key, num_matvecs=7)
-    np.testing.assert_allclose(top.value, top_traced.value, rtol=1e-10)
-    flat = flatmin.model_flatness(_loss, _predict, params, batch, key, trace_probes=4)
-    flat_traced = jax.jit(lambda p: flatmin.model_flatness(_loss, _predict, p, batch, key, trace_probes=4))(params)
-    np.testing.assert_allclose(flat.tangent_grad_norm, flat_traced.tangent_grad_norm, rtol=1e-8)
+class _TinyConvNet(eqx.Module):
+    conv: eqx.nn.Conv2d
+    linear: eqx.nn.Linear
 
-    # d/dw of the estimate, against central differences of the same estimate (same probes)
-    gradient = jax.grad(lambda p: flatmin.hessian_trace(_loss, p, batch, key, 16)[0])(params)
-    step = 1e-5
-    bump = jax.tree.map(jnp.zeros_like, params)
-    bump["v"] = bump["v"].at[0].set(step)
-    up = flatmin.hessian_trace(_loss, jax.tree.map(jnp.add, params, bump), batch, key, 16)[0]
-    down = flatmin.hessian_trace(_loss, jax.tree.map(jnp.subtract, params, bump), batch, key, 16)[0]
-    np.testing.assert_allclose(gradient["v"][0], (up - down) / (2 * step), rtol=1e-6)
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.conv = eqx.nn.Conv2d(1, 2, 3, key=k1)
+        self.linear = eqx.nn.Linear(8, 2, key=k2)
+
+    def __call__(self, image):
+        return self.linear(jnp.tanh(self.conv(image)).ravel())
+
+
+def _conv_predict(model, batch):
+    return jax.vmap(model)(batch[0])
+
+
+def _conv_loss(model, batch):
+    return 0.5 * jnp.mean(jnp.sum((_conv_predict(model, batch) - batch[1]) ** 2, axis=1))
+
+
+@pytest.fixture(scope="module")
+def conv_model():
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(6), 3)
+    model = jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, _TinyConvNet(k1))
+    return model, (jax.random.normal(k2, (5, 1, 4, 4)), jax.random.normal(k3, (5, 2)))
+
+
+def test_only_a_loss_with_a_convolution_has_its_products_compiled_on_their_own(model, conv_model):
+    """The host-callback path is for convolutions on the CPU (flatmin._products): a dense loss, or any
+    loss under a transformation, keeps its products inside the traced program."""
+    from flatmin._products import separate_products
+
+    key = jax.random.PRNGKey(0)
+    assert separate_products([_conv_loss], *conv_model, key) == (jax.default_backend() == "cpu")
+    assert not separate_products([_loss], *model, key)
+    inside = []
+    eqx.filter_jit(lambda p: inside.append(separate_products([_conv_loss], p, conv_model[1], key)))(conv_model[0])
+    assert inside == [False]
+
+
+def test_products_on_their_own_and_inside_a_trace_agree(conv_model):
+    """On concrete arrays on the CPU, a convolutional network's products run as programs of their own; under
+    jit, inside the traced program. The same probes give the same numbers to rounding, the curvature tools
+    compile once per shape either way, and the traced form stays differentiable."""
+    params, batch = conv_model
+    key = jax.random.PRNGKey(5)
+    trace = flatmin.hessian_trace(_conv_loss, params, batch, key, 16)
+    traced = eqx.filter_jit(lambda p: flatmin.hessian_trace(_conv_loss, p, batch, key, 16))(params)
+    np.testing.assert_allclose(trace, traced, rtol=1e-12)
+    top = flatmin.hessian_top_eigenvalue(_conv_loss, params, batch, key, num_matvecs=7)
+    top_traced = eqx.filter_jit(flatmin.hessian_top_eigenvalue)(_conv_loss, params, batch, key, num_matvecs=7)
+    np.testing.assert_allclose(top.value, top_traced.value, rtol=1e-10)
+    flat = flatmin.model_flatness(_conv_loss, _conv_predict, params, batch, key, trace_probes=4)
+    flat_traced = eqx.filter_jit(lambda p: flatmin.model_flatness(_conv_loss, _conv_predict, p, batch, key,
+                                                                  trace_probes=4))(params)
+    np.testing.assert_allclose(flat.tangent_grad_norm, flat_traced.tangent_grad_norm, rtol=1e-8)
+    with CompileEvents() as compiles:
+        flatmin.hessian_trace(_conv_loss, params, batch, key, 16)
+        flatmin.hessian_top_eigenvalue(_conv_loss, params, batch, key, num_matvecs=7)
+        flatmin.model_flatness(_conv_loss, _conv_predict, params, batch, key, trace_probes=4)
+    assert compiles.events == []
+
+    # d/db of the estimate, against central differences of the same estimate (same probes)
+    def estimate(bias):
+        return flatmin.hessian_trace(_conv_loss, eqx.tree_at(lambda m: m.linear.bias, params, bias), batch, key, 16)[0]
+
+    bias = params.linear.bias
+    gradient = jax.grad(estimate)(bias)
+    step = jnp.zeros_like(bias).at[0].set(1e-5)
+    np.testing.assert_allclose(gradient[0], (estimate(bias + step) - estimate(bias - step)) / 2e-5, rtol=1e-6)

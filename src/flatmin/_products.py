@@ -1,12 +1,14 @@
 """The derivative products the curvature tools are made of, each a compiled program of its own.
 
-XLA's CPU backend runs a network's products several times slower inside a compiled loop (``lax.map``,
-``lax.scan``, matfree's Lanczos) than the same products compiled by themselves: on a 10k-parameter
-convolutional network, 12x for Hessian-vector products (``benchmarks/curvature.py``). The curvature
-tools therefore run their loops with each product evaluated through a host callback, as its own program
-(compiled once per loss and shape), when two things hold: the backend is the CPU, and the tool was
-called on concrete arrays. Under a transformation (``jit``, ``vmap``, ``grad`` of the tool's result)
-the products stay inside the traced program, differentiable as before.
+XLA's CPU backend runs convolutions several times slower inside a compiled loop (``lax.map``,
+``lax.scan``, matfree's Lanczos) than compiled by themselves: 5-12x for the Hessian-vector products of a
+10k-parameter convolutional network, and nothing comparable for a dense one (``benchmarks/curvature.py``).
+The curvature tools therefore run each product as a program of its own (compiled once per function and
+shape) when three things hold: the backend is the CPU, the tool was called on concrete arrays, and the
+loss or the predictions compute a convolution. Their loops then run in Python (:func:`map_product`),
+except Lanczos, matfree's compiled loop, whose products go through a host callback
+(:func:`separately_compiled`). Under a transformation (``jit``, ``vmap``, ``grad`` of the tool's result)
+the products stay inside the traced program, differentiable.
 
 Each product takes the user's ``fn`` (the loss, or the predictions), ``params`` (any pytree; its
 floating leaves, flattened, are the variable), ``batch`` and a flat vector.
@@ -56,28 +58,67 @@ def hvp_program(loss_fn, params, batch, v):
 
 
 @eqx.filter_jit
+def quadratic_form_program(loss_fn, params, batch, z):
+    """``z^T Hess f z``, one Hutchinson sample."""
+    return z @ hvp_program(loss_fn, params, batch, z)
+
+
+@eqx.filter_jit
 def trace_gradient_program(loss_fn, params, batch, z):
     f, x = flat_function(loss_fn, params, batch, scalar=True)
     return _quadratic_form_gradient(f, x, z)
 
 
 @eqx.filter_jit
-def vjp_program(predict_fn, params, batch, cotangent):
+def vjp_rows_program(predict_fn, params, batch, cotangents):
+    """``cotangents^T J`` for a block of cotangents ``(c, m)``: ``c`` rows of the Jacobian ``J`` at once
+    (batched vector-Jacobian products beat single ones for dense and convolutional networks alike)."""
     g, x = flat_function(predict_fn, params, batch, scalar=False)
-    return jax.vjp(g, x)[1](cotangent)[0]
+    return jax.vmap(jax.vjp(g, x)[1])(cotangents)[0]
 
 
 @eqx.filter_jit
-def jvp_program(predict_fn, params, batch, tangent):
+def jvp_columns_program(predict_fn, params, batch, tangents):
+    """``J tangents^T`` for a block of tangents ``(c, d)``, as rows ``(c, m)``."""
     g, x = flat_function(predict_fn, params, batch, scalar=False)
-    return jax.jvp(g, (x,), (tangent,))[1]
+    return jax.vmap(lambda t: jax.jvp(g, (x,), (t,))[1])(tangents)
 
 
-def separate_products(*trees) -> bool:
-    """Whether the products of a tool called on ``trees`` run as programs of their own: on the CPU
-    backend, with no leaf traced (module docstring)."""
-    return jax.default_backend() == "cpu" and not any(
-        isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
+_CONVOLUTIONS: dict = {}
+
+
+def _has_convolution(jaxpr) -> bool:
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == "conv_general_dilated":
+            return True
+        for value in equation.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and _has_convolution(inner):
+                    return True
+    return False
+
+
+def convolves(fn: Callable, params, batch) -> bool:
+    """Whether ``fn(params, batch)`` computes a convolution; traced once per function, structure and shapes."""
+    dynamic, static = eqx.partition((params, batch), eqx.is_array)
+    static_leaves, static_structure = jax.tree.flatten(static)
+    key = (fn, static_structure, tuple(static_leaves),
+           tuple((leaf.shape, str(leaf.dtype)) for leaf in jax.tree.leaves(dynamic)), jax.tree.structure(dynamic))
+    if key not in _CONVOLUTIONS:
+        if len(_CONVOLUTIONS) >= 1024:  # bounded like a compilation cache: new functions each call cannot grow it
+            _CONVOLUTIONS.clear()
+        _CONVOLUTIONS[key] = _has_convolution(jax.make_jaxpr(lambda d: fn(*eqx.combine(d, static)))(dynamic).jaxpr)
+    return _CONVOLUTIONS[key]
+
+
+def separate_products(fns, params, batch, key) -> bool:
+    """Whether the products of a tool called on ``params, batch, key`` for the functions ``fns`` run as
+    programs of their own: on the CPU backend, with no argument traced, for a function that convolves
+    (module docstring)."""
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, batch, key)))
+    return (jax.default_backend() == "cpu" and not traced
+            and any(convolves(fn, params, batch) for fn in fns))
 
 
 def separately_compiled(program: Callable, fn: Callable, params, batch, vector: jax.Array) -> jax.Array:
@@ -91,6 +132,31 @@ def separately_compiled(program: Callable, fn: Callable, params, batch, vector: 
 
     shape = eqx.filter_eval_shape(program, fn, params, batch, vector)
     return jax.pure_callback(host, shape, dynamic, vector, vmap_method="sequential")
+
+
+def probe_map(fn: Callable, probes: jax.Array, batch_size: int) -> jax.Array:
+    """``fn`` over the rows of ``probes`` inside a trace, ``batch_size`` rows at a time under ``vmap`` and
+    the groups in sequence (``batch_size = 1``: a plain loop, no batching rule)."""
+    if batch_size == 1:
+        return jax.lax.map(fn, probes)
+    return jax.lax.map(fn, probes, batch_size=min(batch_size, probes.shape[0]))
+
+
+def map_product(program: Callable, fn: Callable, params, batch, vectors, separate: bool,
+                batch_size: int = 1) -> jax.Array:
+    """``program(fn, params, batch, v)`` for each row ``v`` of ``vectors``, stacked: when ``separate``, one
+    call of the compiled program per row, from Python; else a loop inside the current trace
+    (:func:`probe_map`)."""
+    if separate:
+        return jnp.stack([program(fn, params, batch, v) for v in vectors])
+    return _mapped(program, fn, params, batch, jnp.asarray(vectors), batch_size)
+
+
+@eqx.filter_jit
+def _mapped(program, fn, params, batch, vectors, batch_size):
+    # one program per function and shape, also when called outside a trace (a lax.map of a new closure
+    # would compile again on every call)
+    return probe_map(lambda v: program(fn, params, batch, v), vectors, batch_size)
 
 
 def product(program: Callable, fn: Callable, params, batch, separate: bool) -> Callable:

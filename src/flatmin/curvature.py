@@ -22,20 +22,12 @@ from jax.flatten_util import ravel_pytree
 from matfree import decomp, eig, stochtrace
 
 from flatmin._model_inputs import check_finite, floating_part
-from flatmin._products import hvp_program, product, separate_products
+from flatmin._products import hvp_program, map_product, product, quadratic_form_program, separate_products
 
 #: Probes evaluated together (under ``vmap``) by default; the groups run one after the other, so peak
 #: memory is that of this many Hessian-vector products. One: batched products of a convolution are
 #: grouped convolutions, several times slower on CPU than the products one by one.
 PROBE_BATCH_SIZE = 1
-
-
-def probe_map(fn: Callable, probes: jax.Array, batch_size: int) -> jax.Array:
-    """``fn`` over the rows of ``probes``, ``batch_size`` rows at a time under ``vmap`` and the groups in
-    sequence (``batch_size = 1``: a plain loop, no batching rule)."""
-    if batch_size == 1:
-        return jax.lax.map(fn, probes)
-    return jax.lax.map(fn, probes, batch_size=min(batch_size, probes.shape[0]))
 
 
 def _check_count(name: str, value, minimum: int) -> int:
@@ -55,7 +47,9 @@ def hessian_trace(loss_fn: Callable, params, batch, key: jax.Array, num_probes: 
       key: draws the Rademacher probes (over all leaves at once).
       num_probes: >= 2, the number of probes ``z``; the estimate is the mean of ``z^T H z``.
       probe_batch_size: probes evaluated together under ``vmap`` (peak memory: that many
-        Hessian-vector products); the groups run in sequence. Does not change the result.
+        Hessian-vector products); the groups run in sequence. Does not change the result beyond
+        rounding. Where the products run as programs of their own (a convolutional loss on the CPU,
+        :mod:`flatmin._products`) they run one by one.
 
     Returns:
       ``(estimate, standard_error)``, scalars; the standard error is the sample standard deviation of
@@ -66,19 +60,35 @@ def hessian_trace(loss_fn: Callable, params, batch, key: jax.Array, num_probes: 
     probe_batch_size = _check_count("probe_batch_size", probe_batch_size, 1)
     floating_part(params)
     check_finite(params)
-    return _hessian_trace(loss_fn, params, batch, key, num_probes, probe_batch_size,
-                          separate_products(params, batch, key))
+    return trace_estimate(loss_fn, params, batch, key, num_probes, probe_batch_size,
+                          separate_products([loss_fn], params, batch, key))
+
+
+def trace_estimate(loss_fn, params, batch, key, num_probes: int, probe_batch_size: int, separate: bool):
+    """:func:`hessian_trace` after its checks: its products one program each when ``separate``
+    (:mod:`flatmin._products`), else one compiled program of all."""
+    if separate:
+        probes = _probes(params, key, num_probes)
+        return _mean_and_standard_error(map_product(quadratic_form_program, loss_fn, params, batch, probes, True))
+    return _hessian_trace(loss_fn, params, batch, key, num_probes, probe_batch_size)
 
 
 @eqx.filter_jit
-def _hessian_trace(loss_fn, params, batch, key, num_probes, probe_batch_size, separate):
-    hvp = product(hvp_program, loss_fn, params, batch, separate)
-    x = ravel_pytree(eqx.filter(params, eqx.is_inexact_array))[0]
+def _probes(params, key, num_probes):
     # matfree's sampler draws every probe at once from key, so the values do not depend on the grouping
-    probes = stochtrace.sampler_signs(x, num=num_probes)(key)
-    integrand = stochtrace.monte_carlo_trace()
-    values = probe_map(lambda z: integrand(hvp, z), probes, probe_batch_size)
-    return values.mean(), values.std(ddof=1) / math.sqrt(num_probes)
+    return stochtrace.sampler_signs(ravel_pytree(eqx.filter(params, eqx.is_inexact_array))[0], num=num_probes)(key)
+
+
+@jax.jit
+def _mean_and_standard_error(values):
+    return values.mean(), values.std(ddof=1) / math.sqrt(values.shape[0])
+
+
+@eqx.filter_jit
+def _hessian_trace(loss_fn, params, batch, key, num_probes, probe_batch_size):
+    values = map_product(quadratic_form_program, loss_fn, params, batch, _probes(params, key, num_probes), False,
+                         probe_batch_size)
+    return _mean_and_standard_error(values)
 
 
 class TopEigenvalue(typing.NamedTuple):
@@ -117,7 +127,7 @@ def hessian_top_eigenvalue(loss_fn: Callable, params, batch, key: jax.Array, *,
     num_matvecs = _check_count("num_matvecs", num_matvecs, 1)
     floating_part(params)
     check_finite(params)
-    return _hessian_top_eigenvalue(loss_fn, params, batch, key, num_matvecs, separate_products(params, batch, key))
+    return _hessian_top_eigenvalue(loss_fn, params, batch, key, num_matvecs, separate_products([loss_fn], params, batch, key))
 
 
 @eqx.filter_jit

@@ -32,25 +32,25 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from flatmin.settings import check_positive
 from flatmin._model_inputs import check_finite, floating_part
 from flatmin._products import (
     flat_function,
-    jvp_program,
-    product,
+    jvp_columns_program,
+    map_product,
     separate_products,
     trace_gradient_program,
-    vjp_program,
+    vjp_rows_program,
 )
 from flatmin.curvature import (
     PROBE_BATCH_SIZE,
     _check_count,
     _hessian_top_eigenvalue,
-    _hessian_trace,
-    probe_map,
     top_eigenpair,
+    trace_estimate,
 )
 
 #: Largest number of parameters for which the trace gradient is computed exactly by default.
@@ -87,26 +87,36 @@ class ModelFlatness(typing.NamedTuple):
     outputs: int
 
 
-def trace_gradient_samples(quadratic_form_gradient: Callable, probes: jax.Array,
-                           probe_batch_size: int = PROBE_BATCH_SIZE) -> jax.Array:
-    """``grad_x (z^T Hess f(x) z)`` for each row ``z`` of ``probes`` ``(k, d)``: shape ``(k, d)``, from
-    ``quadratic_form_gradient(z)`` (:func:`flatmin._products.trace_gradient_program`: third derivatives
-    by reverse mode over the forward-over-reverse Hessian-vector product)."""
-    return probe_map(quadratic_form_gradient, probes, probe_batch_size)
-
-
 def jacobian(predict_fn: Callable, params, batch, separate: bool, chunk: int = 64) -> jax.Array:
     """Dense Jacobian ``(m, d)`` of the raveled ``predict_fn(params, batch)`` in the floating leaves of
-    ``params``: reverse-mode rows when ``m <= d``, else forward-mode columns, ``chunk`` at a time under
-    ``vmap`` when traced in place, one by one when ``separate`` (:mod:`flatmin._products`)."""
+    ``params``: ``chunk`` reverse-mode rows at a time when ``m <= d``, else ``chunk`` forward-mode columns
+    (bounded memory), each block a program of its own when ``separate`` (:mod:`flatmin._products`)."""
     x = ravel_pytree(eqx.filter(params, eqx.is_inexact_array))[0]
-    outputs = eqx.filter_eval_shape(lambda p: jnp.ravel(predict_fn(p, batch)), params).size
-    group = 1 if separate else chunk
-    if outputs <= x.size:
-        pullback = product(vjp_program, predict_fn, params, batch, separate)
-        return probe_map(lambda i: pullback(jax.nn.one_hot(i, outputs, dtype=x.dtype)), jnp.arange(outputs), group)
-    pushforward = product(jvp_program, predict_fn, params, batch, separate)
-    return probe_map(lambda j: pushforward(jax.nn.one_hot(j, x.size, dtype=x.dtype)), jnp.arange(x.size), group).T
+    outputs = _raveled(predict_fn, params, batch).size  # evaluated: eval_shape would trace on every call
+    by_rows = outputs <= x.size
+    size = outputs if by_rows else x.size
+    program = vjp_rows_program if by_rows else jvp_columns_program
+    # one-hot blocks made one at a time (never the m x m identity); rows past the end are zero and cut off
+    if separate:
+        blocks = [np.eye(chunk, size, k=start, dtype=x.dtype) for start in range(0, size, chunk)]
+        result = jnp.concatenate(map_product(program, predict_fn, params, batch, blocks, True))[:size]
+    else:
+        result = _blocks_in_place(program, predict_fn, params, batch, size, chunk)
+    return result if by_rows else result.T
+
+
+@eqx.filter_jit
+def _raveled(predict_fn, params, batch):
+    return jnp.ravel(predict_fn(params, batch))
+
+
+@eqx.filter_jit
+def _blocks_in_place(program, predict_fn, params, batch, size, chunk):
+    x = ravel_pytree(eqx.filter(params, eqx.is_inexact_array))[0]
+    blocks = jax.lax.map(lambda i: program(predict_fn, params, batch,
+                                           jax.nn.one_hot(i * chunk + jnp.arange(chunk), size, dtype=x.dtype)),
+                         jnp.arange(-(-size // chunk)))
+    return blocks.reshape(-1, blocks.shape[-1])[:size]
 
 
 def tangent_projection(jacobian: jax.Array, vectors: jax.Array, key: jax.Array,
@@ -147,7 +157,7 @@ def model_flatness(loss_fn: Callable, predict_fn: Callable, params, batch, key: 
         (``d`` third-order products).
       num_matvecs: Lanczos depth of the top eigenvalue.
       rel_tol: the projection's damping relative to ``||J||_2^2`` (> 0; module docstring).
-      probe_batch_size: probes evaluated together (memory).
+      probe_batch_size: probes evaluated together (memory; see :func:`flatmin.hessian_trace`).
 
     Returns:
       :class:`ModelFlatness`. Memory: the dense Jacobian ``m x d`` and a Gram matrix of side
@@ -161,9 +171,18 @@ def model_flatness(loss_fn: Callable, predict_fn: Callable, params, batch, key: 
     check_positive("rel_tol", rel_tol)
     floating_part(params)
     check_finite(params)
-    result, jacobian_norm = _model_flatness(loss_fn, predict_fn, params, batch, key, trace_probes, gradient_probes,
-                                            num_matvecs, jnp.asarray(rel_tol), probe_batch_size,
-                                            separate_products(params, batch, key))
+    separate = separate_products([loss_fn, predict_fn], params, batch, key)
+    key_trace, key_lanczos, key_gradient, key_projection = jax.random.split(key, 4)
+    trace, trace_se = trace_estimate(loss_fn, params, batch, key_trace, trace_probes, probe_batch_size, separate)
+    top = _hessian_top_eigenvalue(loss_fn, params, batch, key_lanczos, num_matvecs, separate)
+    d = _dimension(params)
+    exact = gradient_probes == 0 or (gradient_probes is None and d <= EXACT_GRADIENT_MAX_DIM)
+    # the trace gradient: exactly, tr H = sum_j e_j^T H e_j (projected once), or by Rademacher probes
+    probes = _gradient_probes(params, key_gradient, None if exact else gradient_probes or 100)
+    samples = map_product(trace_gradient_program, loss_fn, params, batch, probes, separate, probe_batch_size)
+    jac = jacobian(predict_fn, params, batch, separate)
+    result, jacobian_norm = _summary(loss_fn, params, batch, trace, trace_se, top, samples, exact, jac,
+                                     key_projection, jnp.asarray(rel_tol))
     if not isinstance(jacobian_norm, jax.core.Tracer) and not jacobian_norm > 0:
         raise ValueError("predict_fn(params, batch) does not depend on params (its Jacobian is zero), so the "
                          "minima it defines have no tangent space to project on: return the model's "
@@ -171,26 +190,28 @@ def model_flatness(loss_fn: Callable, predict_fn: Callable, params, batch, key: 
     return result
 
 
+def _dimension(params) -> int:
+    return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(eqx.filter(params, eqx.is_inexact_array)))
+
+
 @eqx.filter_jit
-def _model_flatness(loss_fn, predict_fn, params, batch, key, trace_probes, gradient_probes, num_matvecs, rel_tol,
-                    probe_batch_size, separate):
+def _gradient_probes(params, key, count):
+    """The probes of the trace gradient: the ``d`` coordinate vectors (``count`` None), else ``count``
+    Rademacher vectors."""
+    x = ravel_pytree(eqx.filter(params, eqx.is_inexact_array))[0]
+    if count is None:
+        return jnp.eye(x.size, dtype=x.dtype)
+    return jax.random.rademacher(key, (count, x.size), dtype=x.dtype)
+
+
+@eqx.filter_jit
+def _summary(loss_fn, params, batch, trace, trace_se, top, samples, exact, jac, key, rel_tol):
+    """The projection of the trace gradient and the :class:`ModelFlatness` of the measured parts, with the
+    Jacobian's norm (zero: the predictions ignore the parameters)."""
     f, x = flat_function(loss_fn, params, batch, scalar=True)
     d = x.size
-    key_trace, key_lanczos, key_gradient, key_projection = jax.random.split(key, 4)
-
-    trace, trace_se = _hessian_trace(loss_fn, params, batch, key_trace, trace_probes, probe_batch_size, separate)
-    top = _hessian_top_eigenvalue(loss_fn, params, batch, key_lanczos, num_matvecs, separate)
-
-    quadratic_form_gradient = product(trace_gradient_program, loss_fn, params, batch, separate)
-    exact = gradient_probes == 0 or (gradient_probes is None and d <= EXACT_GRADIENT_MAX_DIM)
-    if exact:  # tr H = sum_j e_j^T H e_j, projected once
-        samples = trace_gradient_samples(quadratic_form_gradient, jnp.eye(d, dtype=x.dtype),
-                                         probe_batch_size).sum(0)[None] / d
-    else:
-        probes = jax.random.rademacher(key_gradient, (gradient_probes or 100, d), dtype=x.dtype)
-        samples = trace_gradient_samples(quadratic_form_gradient, probes, probe_batch_size) / d
-    jac = jacobian(predict_fn, params, batch, separate)
-    projected = tangent_projection(jac, samples, key_projection, rel_tol)
+    samples = samples.sum(0)[None] / d if exact else samples / d
+    projected = tangent_projection(jac, samples, key, rel_tol)
     mean = projected.mean(axis=0)
     k = projected.shape[0]
     error = jnp.zeros((), x.dtype) if exact else jnp.sqrt(jnp.sum((projected - mean) ** 2) / ((k - 1) * k))
