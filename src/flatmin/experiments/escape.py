@@ -338,8 +338,15 @@ def make_flatness(model: nets.FlatMLP, data: dict, config: dict):
     x_te, y_te = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
     key = jax.random.PRNGKey(8)
 
+    # defined once, so that model_flatness compiles once for all the points
+    def loss(p, b):
+        return model.mean_loss(p, *b)
+
+    def predict(p, b):
+        return model.logits(p, b[0])
+
     def flatness(x):
-        m = model_flatness(lambda p, b: model.mean_loss(p, *b), lambda p, b: model.logits(p, b[0]), x, batch, key,
+        m = model_flatness(loss, predict, x, batch, key,
                            trace_probes=config["trace_probes"], gradient_probes=config["flatness_probes"])
         return jnp.stack([model.accuracy(x, *batch), model.accuracy(x, x_te, y_te), m.loss, m.trace, m.trace_se,
                           m.top_eigenvalue, m.top_eigenvalue_residual, m.tangent_grad_norm,
