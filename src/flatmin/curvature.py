@@ -5,7 +5,8 @@ Both are matrix-free: Hessian-vector products ``H v`` by forward-over-reverse di
 matfree's (``matfree.stochtrace``, ``matfree.decomp``, ``matfree.eig``). Leaves of ``params`` that are
 not floating arrays are held fixed, as in ``equinox.filter_grad``. Each tool compiles once per
 ``loss_fn`` and shape of its arguments (pass the same ``loss_fn`` object to reuse it); called on concrete
-arrays on the CPU, every product runs as a program of its own (:mod:`flatmin._products`).
+arrays on the CPU, a loss with a convolution has each product run as a program of its own
+(:mod:`flatmin._products`).
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def hessian_top_eigenvalue(loss_fn: Callable, params, batch, key: jax.Array, *,
     num_matvecs = _check_count("num_matvecs", num_matvecs, 1)
     floating_part(params)
     check_finite(params)
-    return _hessian_top_eigenvalue(loss_fn, params, batch, key, num_matvecs, separate_products([loss_fn], params, batch, key))
+    return _hessian_top_eigenvalue(loss_fn, params, batch, key, num_matvecs,
+                                   separate_products([loss_fn], params, batch, key))
 
 
 @eqx.filter_jit
