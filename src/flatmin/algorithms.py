@@ -36,7 +36,7 @@ from flatmin.flatness import _check_tolerances
 from flatmin.loop import descend, resimulate, run_loop
 from flatmin.perturbed import project_out, rs_point, sam_point, sharpness_aware_point
 from flatmin.problem import Array, Problem
-from flatmin.settings import check_positive, seed_list
+from flatmin._validation import check_positive, seed_list
 
 #: Parameters each algorithm requires; ``optional`` ones have the defaults below.
 REQUIRED = {

@@ -21,7 +21,7 @@ import numpy as np
 
 from flatmin.curvature import hessian_trace
 from flatmin.problem import Array, Problem
-from flatmin.settings import check_positive
+from flatmin._validation import check_positive
 
 #: Default tolerances of the numerical gradient flow. The flow (Tsit5, PID control by ``rtol`` and
 #: ``atol``) stops once ``||grad f|| <= gtol``; on stiff problems the adaptive solver cannot push the

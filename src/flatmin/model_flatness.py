@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from flatmin.settings import check_positive
 from flatmin._model_inputs import check_finite, floating_part
+from flatmin._validation import check_positive
 from flatmin._products import (
     flat_function,
     jvp_columns_program,

@@ -14,15 +14,13 @@ shared by the experiments, so a key means the same thing everywhere.
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
-import jax
-import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, WithJsonSchema, model_validator
+
+from flatmin._validation import seed_list
 
 # --------------------------------------------------------------------------------------------------
 # Base classes
@@ -119,35 +117,6 @@ TheoryAlgorithm = Literal["rs", "sa"]
 Algorithm = Literal["gd", "rs", "rs_noproj", "sa", "sgd", "sam"]
 FlatCriterion = Literal["distance", "loss_gap"]
 Eps = Annotated[float, Field(gt=0, description="a target accuracy eps, a number > 0")]
-
-
-def check_positive(name: str, value, *, allow_inf: bool = False, note: str = "") -> None:
-    """Raise ValueError naming ``name`` and ``value`` unless ``value`` is a real number > 0 (a Python,
-    NumPy or 0-d JAX number, not a bool), finite unless ``allow_inf``; ``note`` adds what else is
-    allowed."""
-    real = not isinstance(value, (bool, np.bool_)) and isinstance(value, (numbers.Real, np.number, jax.Array))
-    if real and np.ndim(value) == 0 and np.isrealobj(value):
-        number = float(value)
-        if number > 0 and (allow_inf or math.isfinite(number)):
-            return
-    kind = "a number > 0" if allow_inf else "a finite number > 0"
-    raise ValueError(f"{name} must be {kind}{f' ({note})' if note else ''}, got {value!r}")
-
-
-SEEDS_RULE = "an integer n >= 1 (seeds 0..n-1) or a non-empty list of distinct integers >= 0"
-
-
-def seed_list(seeds) -> list[int]:
-    """The seeds ``seeds`` stands for: a count ``n`` is ``0..n-1``, a sequence is itself. Raises
-    ValueError naming the value unless it is :data:`SEEDS_RULE`."""
-    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
-        if seeds >= 1:
-            return list(range(int(seeds)))
-    elif isinstance(seeds, (list, tuple, np.ndarray)) and len(seeds):
-        values = [int(s) for s in seeds if isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0]
-        if len(values) == len(seeds) and len(set(values)) == len(values):
-            return values
-    raise ValueError(f"seeds = {seeds!r}: seeds are {SEEDS_RULE}")
 
 
 def _check_seeds(value):

@@ -39,7 +39,7 @@ from flatmin._files import import_file
 from flatmin.config import JOB_KEYS
 from flatmin.joblog import tee_output  # noqa: F401 (the workflow scripts' entry)
 from flatmin.provenance import file_sha256
-from flatmin.settings import seed_list
+from flatmin._validation import seed_list
 
 FIGURE_FORMATS = ("pdf", "png")
 PNG_DPI = 150
