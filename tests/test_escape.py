@@ -141,8 +141,10 @@ def test_step_is_the_library_perturbed_gradient(tiny, method):
     k_batch, k_pert = jax.random.split(key)
     idx = jax.random.choice(k_batch, problem.num_samples, (8,), replace=False)
     loss = lambda x, i: jnp.mean(problem.losses_of(x, i))  # noqa: E731
-    _, g = flatmin.value_and_perturbed_grad(loss, method, 0.3, fallback_radius=None)(x0, idx, k_pert)
-    step = jax.jit(training.minibatch_step(problem, method, 8))
+    options = {"fallback": False} if method == "sa" else {}
+    rho = 0.3 if method != "sgd" else None
+    _, g = flatmin.value_and_perturbed_grad(loss, method, rho, **options)(x0, idx, k_pert)
+    step = jax.jit(training.minibatch_step(problem, method, 8, **options))
     np.testing.assert_allclose(step(x0, key, 0.01, 0.3), x0 - 0.01 * g, rtol=1e-12, atol=1e-15)  # jit rounding
 
 

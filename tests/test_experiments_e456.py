@@ -112,7 +112,7 @@ def test_e4_helpers():
     problem = flatmin.make_problem("hyperbola", depth=2)
     assert trajectories.algorithm_params("gd", {"eta": 0.1, "rho": 1.0}, {}) == {"eta": 0.1}
     assert trajectories.algorithm_params("sa", {"eta": 0.1, "rho": 1.0}, {"rho": 0.5})["rho"] == 0.5
-    with pytest.raises(ValueError, match="unknown algorithm"):
+    with pytest.raises(ValueError, match="unknown method"):
         trajectories.algorithm_params("adam", {}, {})
     d = trajectories.nearest_flattest_distance(problem, np.array([[2.0, 0.5], [1.0, 1.0]]))
     np.testing.assert_allclose(d, [np.hypot(1.0, 0.5), 0.0])

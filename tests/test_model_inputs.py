@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 import flatmin
-from flatmin.perturbed import METHODS
+METHODS = ("sgd", "rs", "rs_noproj", "sa", "sam")
+
+
+def radius(method, rho):
+    """``rho`` for a method with a radius, None (not given) for one without."""
+    return rho if "rho" in flatmin.get_method(method).params else None
 
 
 def _loss(params, batch):
@@ -25,7 +30,7 @@ KEY = jax.random.PRNGKey(0)
 
 
 def _model_api_calls(loss_fn=_loss, predict_fn=_predict, params=PARAMS):
-    calls = {f"value_and_perturbed_grad {m}": (lambda m=m: flatmin.value_and_perturbed_grad(loss_fn, m, 0.1)(
+    calls = {f"value_and_perturbed_grad {m}": (lambda m=m: flatmin.value_and_perturbed_grad(loss_fn, m, radius(m, 0.1))(
         params, BATCH, KEY)) for m in METHODS}
     calls["hessian_trace"] = lambda: flatmin.hessian_trace(loss_fn, params, BATCH, KEY, 4)
     calls["hessian_top_eigenvalue"] = lambda: flatmin.hessian_top_eigenvalue(loss_fn, params, BATCH, KEY)

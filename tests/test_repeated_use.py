@@ -14,7 +14,12 @@ import pytest
 from conftest import HYPERBOLA_SHARP, CompileEvents
 
 import flatmin
-from flatmin.perturbed import METHODS
+METHODS = ("sgd", "rs", "rs_noproj", "sa", "sam")
+
+
+def radius(method, rho):
+    """``rho`` for a method with a radius, None (not given) for one without."""
+    return rho if "rho" in flatmin.get_method(method).params else None
 
 
 def _loss(params, batch):
@@ -38,7 +43,7 @@ def _calls(params, batch, hyperbola):
     key = jax.random.PRNGKey(1)
     x = jnp.asarray(HYPERBOLA_SHARP)
     run_params = {"eta": 0.05, "eta_prime": 0.01, "rho": 0.3, "eps0": 0.5, "batch_size": 1}
-    calls = {f"value_and_perturbed_grad {m}": (lambda m=m: flatmin.value_and_perturbed_grad(_loss, m, 0.1)(
+    calls = {f"value_and_perturbed_grad {m}": (lambda m=m: flatmin.value_and_perturbed_grad(_loss, m, radius(m, 0.1))(
         params, batch, key)) for m in METHODS}
     calls.update({f"perturbation {a}": (lambda a=a: flatmin.perturbation(hyperbola, a, x, 0.1, key))
                   for a in ("rs", "rs_noproj", "sa")})

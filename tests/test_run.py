@@ -201,16 +201,16 @@ def test_divergence_raises_with_step():
 
 BAD_RUNS = [
     # (algorithm, params, kwargs, error type, message pattern)
-    ("adam", RS, {}, ValueError, "unknown algorithm 'adam'"),
+    ("adam", RS, {}, ValueError, "unknown method 'adam'; registered methods: gd, "),
     ("rs", {k: v for k, v in RS.items() if k != "rho"}, {}, ValueError, r"needs parameter\(s\) \['rho'\]"),
-    ("sa", RS, {}, ValueError, r"needs parameter\(s\) \['batch_size'\]"),
+    ("rs", {k: v for k, v in RS.items() if k != "eta"}, {}, ValueError, r"needs parameter\(s\) \['eta'\]"),
     ("rs", {**RS, "lr": 0.1}, {}, ValueError, "unknown parameter.*'lr'"),
-    ("rs", {**RS, "eta": -0.1}, {}, ValueError, "eta must be.*-0.1"),
-    ("rs", {**RS, "eta_prime": float("nan")}, {}, ValueError, "eta_prime must be.*nan"),
-    ("rs", {**RS, "rho": 0.0}, {}, ValueError, "rho must be.*0.0"),
-    ("rs", {**RS, "eps0": 0.0}, {}, ValueError, "eps0 must be a number > 0.*0.0"),
+    ("rs", {**RS, "eta": -0.1}, {}, ValueError, "eta = -0.1 is not allowed; expected a number > 0"),
+    ("rs", {**RS, "eta_prime": float("nan")}, {}, ValueError, "eta_prime = nan is not allowed"),
+    ("rs", {**RS, "rho": -0.1}, {}, ValueError, "rho = -0.1 is not allowed; expected a number >= 0"),
+    ("rs", {**RS, "eps0": 0.0}, {}, ValueError, "eps0 = 0.0 is not allowed; expected a number > 0, math.inf allowed"),
     ("rs", {**RS, "final_gd_steps": -1}, {}, ValueError, "final_gd_steps.*-1"),
-    ("sa", {**SA, "batch_size": 0}, {}, ValueError, r"batch_size must be an integer in \[1, n=1\], got 0"),
+    ("sa", {**SA, "batch_size": 0}, {}, ValueError, "batch_size = 0 is not allowed; expected an integer >= 1, or None"),
     ("sa", {**SA, "batch_size": 2}, {}, ValueError, r"batch_size must be an integer in \[1, n=1\], got 2"),
     ("sa", {**SA, "batch_size": 0.5}, {}, ValueError, "batch_size.*0.5"),
     ("rs", RS, {"steps": 0}, ValueError, "steps must be.*got 0"),
@@ -237,12 +237,12 @@ def test_run_bad_inputs(hyperbola, algorithm, params, kwargs, error, pattern):
 
 @pytest.mark.parametrize("algorithm", ["sa", "sgd", "sam"])
 def test_training_loss_algorithms_reject_plain_loss(hyperbola_flow, algorithm):
-    with pytest.raises(ValueError, match=f"algorithm '{algorithm}' needs a training loss.*'hyperbola_flow'"):
+    with pytest.raises(ValueError, match=f"method '{algorithm}' needs a training loss.*'hyperbola_flow'"):
         flatmin.run(hyperbola_flow, algorithm, HYPERBOLA_SHARP, {**SA, "batch_size": 1}, 3)
 
 
-def test_batch_size_on_plain_loss_is_a_clear_error(hyperbola_flow):
-    with pytest.raises(ValueError, match="batch_size=1 needs a training loss.*'hyperbola_flow'"):
+def test_a_parameter_the_method_does_not_take_is_a_clear_error(hyperbola_flow):
+    with pytest.raises(ValueError, match=r"rs on 'hyperbola_flow': unknown parameter\(s\) \['batch_size'\]; allowed: eta, "):
         flatmin.run(hyperbola_flow, "rs", HYPERBOLA_SHARP, {**RS, "batch_size": 1}, 3)
 
 

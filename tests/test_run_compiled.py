@@ -1,7 +1,7 @@
 """run() compiles once per shape: hyperparameters are arguments of the compiled loop, not constants.
 
-The reference for the iterates is the step of make_step (hyperparameters closed over as constants, as
-run() compiled them before) applied seed by seed in a Python loop. It is another compiled program, so
+The reference for the iterates is the method's own direction (hyperparameters closed over as
+constants) applied seed by seed in a Python loop. It is another compiled program, so
 the comparison is to rounding (XLA may contract a product and a sum into one fused multiply-add in one
 program and not in the other), not to the bit.
 """
@@ -15,7 +15,22 @@ import pytest
 from conftest import HYPERBOLA_SHARP, CompileEvents
 
 import flatmin
-from flatmin.algorithms import ALGORITHMS, make_step
+from flatmin.algorithms import check_params, simulation_params
+from flatmin.method import get_method, problem_oracle
+
+ALGORITHMS = ("gd", "sgd", "sam", "rs", "rs_noproj", "sa")
+
+
+def make_step(problem, algorithm, params):
+    """``step(x, key, t) -> (x_next, perturbed)`` with the checked ``params`` as constants."""
+    method, hyper = get_method(algorithm), check_params(problem, algorithm, params)
+
+    def step(x, key, t):
+        out = method.direction(problem_oracle(problem), x, (), key, hyper)
+        size = jnp.where(out.perturbed, hyper["eta_prime"], hyper["eta"]) if method.gated else hyper["eta"]
+        return x - size * out.direction, out.perturbed
+
+    return step
 
 PARAMS = {"eta": 0.05, "eta_prime": 0.01, "rho": 0.3, "eps0": 0.5, "batch_size": 1, "final_gd_steps": 4}
 SWEEP = ({}, {"eta": 0.04, "eta_prime": 0.02, "rho": 0.2, "eps0": 2.0})
@@ -23,7 +38,7 @@ SWEEP = ({}, {"eta": 0.04, "eta_prime": 0.02, "rho": 0.2, "eps0": 2.0})
 
 def params_of(algorithm, change):
     params = {**PARAMS, **change}
-    return {k: v for k, v in params.items() if k in flatmin.algorithms.REQUIRED[algorithm] or k == "final_gd_steps"}
+    return {k: v for k, v in params.items() if k in simulation_params(algorithm)}
 
 
 def step_by_step(problem, algorithm, params, x0, seed, steps, gd_steps):

@@ -18,8 +18,8 @@ from flatmin.flatness import (  # noqa: E402
     tangent_gradient,
     tangent_projector,
 )
+from flatmin.method import Cost, Method, Oracle, Param, Step, get_method, list_methods, register_method  # noqa: E402
 from flatmin.algorithms import (  # noqa: E402
-    ALGORITHMS,
     AlreadyFlatWarning,
     DivergenceError,
     Trajectory,
@@ -29,31 +29,40 @@ from flatmin.algorithms import (  # noqa: E402
 )
 from flatmin.measurement import first_flat_step, measure  # noqa: E402
 from flatmin.theory import theory_params  # noqa: E402
-from flatmin.perturbed import value_and_perturbed_grad  # noqa: E402
+from flatmin.perturbed import PerturbedGradient, perturbed_gradient, value_and_perturbed_grad  # noqa: E402
 from flatmin.curvature import TopEigenvalue, hessian_top_eigenvalue, hessian_trace  # noqa: E402
 from flatmin.model_flatness import ModelFlatness, model_flatness  # noqa: E402
 
 __all__ = [
-    "ALGORITHMS",
     "AlreadyFlatWarning",
+    "Cost",
     "DivergenceError",
+    "Method",
     "ModelFlatness",
+    "Oracle",
+    "Param",
+    "PerturbedGradient",
     "Problem",
+    "Step",
     "TopEigenvalue",
     "Trajectory",
     "first_flat_step",
     "flatness",
+    "get_method",
     "hessian_top_eigenvalue",
     "hessian_trace",
     "hutchinson_trace",
     "is_flat",
     "limit_map",
+    "list_methods",
     "list_problems",
     "make_problem",
     "measure",
     "model_flatness",
     "normalized_trace",
     "perturbation",
+    "perturbed_gradient",
+    "register_method",
     "register_problem",
     "run",
     "simulate",

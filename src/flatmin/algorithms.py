@@ -1,20 +1,14 @@
-"""The algorithms: GD, RS (Algorithm 1), SA (Algorithm 2) and the baselines SGD, SAM and RS
-without projection, as pure step functions; :func:`simulate`, the compiled multi-seed loop, and
-:func:`run`, which simulates and then measures (:mod:`flatmin.measurement`).
+"""The simulation on a :class:`flatmin.Problem`: :func:`simulate`, the compiled multi-seed loop of any
+registered method (:mod:`flatmin.method`), and :func:`run`, which simulates and then measures
+(:mod:`flatmin.measurement`).
 
-Every step has the signature ``step(x (d,), key, t) -> (x_next (d,), perturbed ())``, where
-``perturbed`` says whether the perturbed branch was taken (always False for GD/SGD/SAM).
+A step of method ``m`` from ``x`` with state ``s``::
 
-RS and SA (NOTES.md §2-3)::
+    direction, s, perturbed = m.direction(oracle of the problem, x, s, key_t, hyper)
+    x <- x - (eta_prime if m.gated and perturbed else eta) * direction
 
-    if ||grad f(x)|| > eps0:  x <- x - eta * grad f(x)
-    else:                     x <- x - eta_prime * (grad f(x) + Proj_perp(grad f(x)) [w])
-
-with ``w = grad f(x + rho g)``, ``g`` uniform on the unit sphere (RS), or
-``w = grad f_B(x + rho s u)``, ``u = grad f_B(x) / ||grad f_B(x)||``, ``B`` a uniform mini-batch of
-``batch_size`` samples drawn without replacement, ``s`` a uniform sign (SA; ``batch_size = 1`` is the
-algorithm analysed). When ``grad f_B(x) = 0`` exactly, SA takes the direction of
-``grad f_B(x + xi)`` with ``xi`` uniform on the sphere of radius ``fallback_radius`` (Remark 2).
+with ``key_t = fold_in(PRNGKey(seed), t)``. The parameters of a run are the simulation's (``eta``,
+``eta_prime`` for a gated method, ``final_gd_steps``) and the method's own (``m.params``).
 """
 
 from __future__ import annotations
@@ -34,25 +28,16 @@ from flatmin import measurement
 from flatmin.checkpoints import checkpoint_steps
 from flatmin.flatness import _check_tolerances
 from flatmin.loop import descend, resimulate, run_loop
-from flatmin.perturbed import project_out, rs_point, sam_point, sharpness_aware_point
+from flatmin.method import REQUIRED, Param, get_method, problem_oracle
 from flatmin.problem import Array, Problem
-from flatmin._validation import check_positive, seed_list
+from flatmin._validation import seed_list
 
-#: Parameters each algorithm requires; ``optional`` ones have the defaults below.
-REQUIRED = {
-    "gd": ("eta",),
-    "sgd": ("eta", "batch_size"),
-    "sam": ("eta", "rho", "batch_size"),
-    "rs": ("eta", "eta_prime", "rho", "eps0"),
-    "rs_noproj": ("eta", "eta_prime", "rho", "eps0"),
-    "sa": ("eta", "eta_prime", "rho", "eps0", "batch_size"),
+#: The simulation's own parameters; ``eta_prime`` only for a gated method.
+SIMULATION_PARAMS = {
+    "eta": Param("step size eta", low=0, low_open=True),
+    "eta_prime": Param("step size eta' of the perturbed steps of a gated method", low=0, low_open=True),
+    "final_gd_steps": Param("plain GD steps of size eta after the main steps", kind=int, default=0, low=0),
 }
-ALGORITHMS = tuple(REQUIRED)
-TRAINING_LOSS_ONLY = ("sgd", "sam", "sa")
-DEFAULTS = {"fallback_radius": 1e-9, "final_gd_steps": 0}
-ALL_PARAMS = ("eta", "eta_prime", "rho", "eps0", "batch_size", *DEFAULTS)
-#: The real-valued parameters, arguments of the compiled loops rather than constants in them.
-TRACED = ("eta", "eta_prime", "rho", "eps0", "fallback_radius")
 
 
 class DivergenceError(FloatingPointError):
@@ -78,149 +63,93 @@ def already_flat_message(problem: Problem, metrics: pd.DataFrame, eps: float, cr
             "measures nothing: use a smaller eps, or a start farther from the flat minima")
 
 
+def simulation_params(algorithm: str) -> dict[str, Param]:
+    """Every parameter a run of ``algorithm`` takes: the simulation's and the method's."""
+    method = get_method(algorithm)
+    own = {k: p for k, p in SIMULATION_PARAMS.items() if k != "eta_prime" or method.gated}
+    return {**own, **method.params}
+
+
 def check_params(problem: Problem, algorithm: str, params: dict) -> dict:
     """Validate ``params`` for ``algorithm`` on ``problem``; return them with defaults filled in.
 
-    Raises ``ValueError`` naming the bad algorithm, key or value and the allowed ones.
+    Raises ``ValueError`` naming the bad method, key or value and the allowed ones.
     """
-    if algorithm not in REQUIRED:
-        raise ValueError(f"unknown algorithm {algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
-    if algorithm in TRAINING_LOSS_ONLY and not problem.is_training_loss:
-        raise ValueError(
-            f"algorithm {algorithm!r} needs a training loss (sample_losses); problem "
-            f"{problem.name!r} has none. Use one of: gd, rs, rs_noproj"
-        )
-    unknown = set(params) - set(ALL_PARAMS) - {"steps"}
+    method = get_method(algorithm)
+    where = f"{method.name} on {problem.name!r}"
+    if "training_loss" in method.needs and not problem.is_training_loss:
+        raise ValueError(f"method {method.name!r} needs a training loss (sample_losses); problem {problem.name!r} "
+                         "has none")
+    allowed = simulation_params(algorithm)
+    given = {k: v for k, v in params.items() if k != "steps"}
+    unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {algorithm!r}; allowed: {ALL_PARAMS}")
-    missing = [name for name in REQUIRED[algorithm] if name not in params]
+        raise ValueError(f"{where}: unknown parameter(s) {unknown}; allowed: {', '.join(allowed)}")
+    own = {k: p for k, p in allowed.items() if k not in method.params}
+    missing = [k for k, p in own.items() if p.default is REQUIRED and k not in given]
     if missing:
-        raise ValueError(f"algorithm {algorithm!r} needs parameter(s) {missing}; got {sorted(params)}")
-    full = {**DEFAULTS, **{k: v for k, v in params.items() if k != "steps"}}
-    for name in ("eta", "eta_prime", "rho", "fallback_radius"):
-        if name in full:
-            check_positive(name, full[name])
-    if "eps0" in full:
-        check_positive("eps0", full["eps0"], allow_inf=True, note="math.inf: always perturb")
-    if "batch_size" in full:
-        n = problem.num_samples
-        if n is None:
-            raise ValueError(
-                f"batch_size={full['batch_size']!r} needs a training loss; problem {problem.name!r} has "
-                "no samples (num_samples is None)"
-            )
-        if not (isinstance(full["batch_size"], (int, np.integer)) and 1 <= full["batch_size"] <= n):
-            raise ValueError(f"batch_size must be an integer in [1, n={n}], got {full['batch_size']!r}")
-    if not (isinstance(full["final_gd_steps"], (int, np.integer)) and full["final_gd_steps"] >= 0):
-        raise ValueError(f"final_gd_steps must be an integer >= 0, got {full['final_gd_steps']!r}")
+        raise ValueError(f"{where}: needs parameter(s) {missing}; got {sorted(given)}")
+    full = {k: p.check(where, k, given.get(k, p.default)) for k, p in own.items()}
+    full.update(method.resolve({k: v for k, v in given.items() if k in method.params}, where))
+    if full.get("batch_size") is not None and full["batch_size"] > problem.num_samples:
+        raise ValueError(f"{where}: batch_size must be an integer in [1, n={problem.num_samples}], "
+                         f"got {full['batch_size']!r}")
     return full
 
 
-def _batch_loss(problem: Problem, batch_size: int, key: Array):
-    idx = jax.random.choice(key, problem.num_samples, (batch_size,), replace=False)
-    return lambda y: jnp.mean(problem.losses_of(y, idx))
+def _split(algorithm: str, params: dict) -> tuple[tuple, dict]:
+    """``(static items, traced values)`` of checked ``params``: the static part keys the compiled loop,
+    the traced part is its argument, so sweeping a real-valued parameter reuses it."""
+    method = get_method(algorithm)
+    static, traced = method.split({k: v for k, v in params.items() if k in method.params})
+    traced.update({k: float(params[k]) for k in ("eta", "eta_prime") if k in params})
+    return static, traced
 
 
-def rs_direction(problem: Problem, x: Array, rho: float, key: Array, project: bool = True) -> Array:
-    """RS perturbation ``v = Proj_perp(grad f(x)) [grad f(x + rho g)]``, ``g ~ U(S^{d-1})``."""
-    grad = jax.grad(problem.loss)
-    w = grad(rs_point(x, rho, key))
-    return project_out(grad(x), w) if project else w
+def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Array, **params) -> Array:
+    """One perturbation vector ``v`` (shape ``(d,)``) of a gated method (``'rs'``, ``'rs_noproj'``,
+    ``'sa'``, or one of your own): its ``v`` at ``x``, whatever the gate.
 
-
-def sa_direction(
-    problem: Problem,
-    x: Array,
-    rho: float,
-    key: Array,
-    batch_size: int = 1,
-    fallback_radius: float = DEFAULTS["fallback_radius"],
-) -> Array:
-    """SA perturbation ``v = Proj_perp(grad f(x)) [grad f_B(x + rho s u)]`` (see module docstring)."""
-    key_batch, key_sign, key_fallback = jax.random.split(key, 3)
-    batch_grad = jax.grad(_batch_loss(problem, batch_size, key_batch))
-    point = sharpness_aware_point(batch_grad, x, batch_grad(x), rho, key_sign, key_fallback, fallback_radius)
-    return project_out(jax.grad(problem.loss)(x), batch_grad(point))
-
-
-def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Array, **options) -> Array:
-    """One perturbation vector ``v`` (shape ``(d,)``) of ``'rs'``, ``'rs_noproj'`` or ``'sa'``.
-
-    ``options`` for SA: ``batch_size`` (default 1), ``fallback_radius``. Compiled once per problem,
-    algorithm, batch size and shape of ``x``: ``rho`` and ``fallback_radius`` are arguments of the
-    compiled program, so repeated calls (a Monte Carlo estimate in a Python loop) compile nothing new.
+    ``params`` are the method's other parameters (for SA: ``batch_size``, default the whole loss).
+    Compiled once per problem, method, non-real parameters and shape of ``x``: repeated calls (a Monte
+    Carlo estimate in a Python loop) compile nothing new.
     """
-    allowed = ("rs", "rs_noproj", "sa")
-    if algorithm not in allowed:
-        raise ValueError(f"unknown perturbation {algorithm!r}; allowed: {', '.join(allowed)}")
-    check_positive("rho", rho)
-    x = jnp.asarray(x, dtype=jnp.float64)
-    if algorithm == "sa":
-        full = check_params(problem, "sa", {"eta": 1.0, "eta_prime": 1.0, "rho": rho, "eps0": 1.0,
-                                            "batch_size": options.get("batch_size", 1), **options})
-        return _sa_perturbation(problem, full["batch_size"], x, rho, key, full["fallback_radius"])
-    if options:
-        raise TypeError(f"{algorithm!r} takes no options, got {sorted(options)}")
-    return _rs_perturbation(problem, algorithm == "rs", x, rho, key)
+    method = get_method(algorithm)
+    if not hasattr(method, "perturbation"):
+        raise ValueError(f"method {method.name!r} has no perturbation (it is not gated)")
+    hyper = check_params(problem, algorithm, {"eta": 1.0, **({"eta_prime": 1.0} if method.gated else {}),
+                                              "rho": rho, **params})
+    static, traced = _split(algorithm, hyper)
+    return _perturbation(problem, method.name, static, jnp.asarray(x, dtype=jnp.float64), key, traced)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _sa_perturbation(problem: Problem, batch_size: int, x, rho, key, fallback_radius):
-    return sa_direction(problem, x, rho, key, batch_size, fallback_radius)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _rs_perturbation(problem: Problem, project: bool, x, rho, key):
-    return rs_direction(problem, x, rho, key, project=project)
-
-
-def make_step(problem: Problem, algorithm: str, params: dict):
-    """The pure step ``(x (d,), key, t) -> (x_next (d,), perturbed ())`` of ``algorithm``.
-
-    ``params`` are validated by :func:`check_params`; ``t`` is unused by the algorithms here but
-    kept in the signature so schedules can depend on it.
-    """
-    p = check_params(problem, algorithm, params)
-    step, hyper = _traced_step(problem, algorithm, p.get("batch_size")), _hyperparameters(p)
-    return lambda x, key, t: step(x, key, t, hyper)
-
-
-def _hyperparameters(params: dict) -> dict:
-    """The values a compiled loop takes as arguments (not constants): sweeping them reuses it."""
-    return {name: float(params[name]) for name in TRACED if name in params}
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _perturbation(problem: Problem, algorithm: str, static: tuple, x, key, traced):
+    return get_method(algorithm).perturbation(problem_oracle(problem), x, key, {**dict(static), **traced})[1]
 
 
 @functools.lru_cache(maxsize=64)
-def _traced_step(problem: Problem, algorithm: str, batch_size: int | None):
-    """``step(x, key, t, hyper) -> (x_next, perturbed)`` with the values of :data:`TRACED` in ``hyper``;
-    one function per key, so that the compiled loops of :mod:`flatmin.loop` are cached on it."""
-    grad = jax.grad(problem.loss)
+def _traced_step(problem: Problem, algorithm: str, static: tuple):
+    """``step(x, state, key, t, hyper) -> (x_next, state, perturbed)`` with the traced values in
+    ``hyper``; one function per key, so that the compiled loops of :mod:`flatmin.loop` are cached on it."""
+    method = get_method(algorithm)
 
-    if algorithm == "gd":
-        def step(x, key, t, hyper):
-            return x - hyper["eta"] * grad(x), jnp.array(False)
-
-    elif algorithm in ("sgd", "sam"):
-        def step(x, key, t, hyper):
-            key_batch, _ = jax.random.split(key)
-            batch_grad = jax.grad(_batch_loss(problem, batch_size, key_batch))
-            if algorithm == "sgd":
-                return x - hyper["eta"] * batch_grad(x), jnp.array(False)
-            return x - hyper["eta"] * batch_grad(sam_point(x, batch_grad(x), hyper["rho"])), jnp.array(False)
-
-    else:
-        def direction(x, key, hyper):
-            if algorithm == "sa":
-                return sa_direction(problem, x, hyper["rho"], key, batch_size, hyper["fallback_radius"])
-            return rs_direction(problem, x, hyper["rho"], key, project=algorithm == "rs")
-
-        def step(x, key, t, hyper):
-            g = grad(x)
-            perturbed = jnp.linalg.norm(g) <= hyper["eps0"]
-            x_perturbed = x - hyper["eta_prime"] * (g + direction(x, key, hyper))
-            return jnp.where(perturbed, x_perturbed, x - hyper["eta"] * g), perturbed
+    def step(x, state, key, t, hyper):
+        step = method.direction(problem_oracle(problem), x, state, key, {**dict(static), **hyper})
+        size = jnp.where(step.perturbed, hyper["eta_prime"], hyper["eta"]) if method.gated else hyper["eta"]
+        return x - size * step.direction, step.state, jnp.asarray(step.perturbed)
 
     return step
+
+
+@functools.lru_cache(maxsize=64)
+def _initial_state(problem: Problem, algorithm: str, static: tuple):
+    method = get_method(algorithm)
+    return lambda x, hyper: method.init(x, {**dict(static), **hyper})
+
+
+def _gd_step(problem: Problem):
+    return _traced_step(problem, "gd", ())
 
 
 def _starting_points(problem: Problem, x0, seeds: Sequence[int]) -> np.ndarray:
@@ -264,6 +193,8 @@ class Trajectory:
       iterates: ``(num_seeds, num_checkpoints, d)``.
       perturbed_fraction: ``(num_seeds, num_checkpoints)``, the fraction of the steps since the
         previous checkpoint that took the perturbed branch (0 at step 0 and in the final GD phase).
+      states: the method's state at the checkpoints, a pytree of arrays with leading axes
+        ``(num_seeds, num_checkpoints)`` (``()`` for a method without state).
     """
 
     problem: Problem
@@ -274,13 +205,14 @@ class Trajectory:
     main_steps: int
     iterates: np.ndarray
     perturbed_fraction: np.ndarray
+    states: object = ()
 
     def descend(self, points, steps: int) -> jax.Array:
         """``points`` ``(n, d)`` after ``steps`` plain GD steps of size ``eta`` (Algorithm 2's final
         phase from each of them)."""
         if not steps:
             return jnp.asarray(points)
-        return descend(_traced_step(self.problem, "gd", None), _hyperparameters(self.params), points, steps)
+        return descend(_gd_step(self.problem), {"eta": float(self.params["eta"])}, points, steps)
 
     def replay(self, rows, start_index, stops, every: int) -> tuple[jax.Array, jax.Array]:
         """Seeds ``rows`` (indices into :attr:`seeds`) re-simulated from their checkpoint
@@ -288,9 +220,11 @@ class Trajectory:
         iterates up to rounding): the iterates every ``every`` steps and at each stop, ``(len(rows),
         length, d)``, and the steps they follow, ``(len(rows), length)``."""
         rows, start_index = np.asarray(rows), np.asarray(start_index)
-        step = _traced_step(self.problem, self.algorithm, self.params.get("batch_size"))
-        return resimulate(step, _hyperparameters(self.params), jnp.asarray(self.iterates[rows, start_index]),
-                          self.seeds[rows], self.checkpoints[start_index], np.asarray(stops), every)
+        static, traced = _split(self.algorithm, self.params)
+        states = jax.tree.map(lambda a: jnp.asarray(a[rows, start_index]), self.states)
+        return resimulate(_traced_step(self.problem, self.algorithm, static), traced,
+                          jnp.asarray(self.iterates[rows, start_index]), states, self.seeds[rows],
+                          self.checkpoints[start_index], np.asarray(stops), every)
 
 
 def simulate(
@@ -305,14 +239,14 @@ def simulate(
     """Run ``algorithm`` from ``x0`` for ``steps`` steps on every seed at once and keep the iterates at
     the checkpoints; nothing is measured (:mod:`flatmin.measurement` does that, :func:`run` both).
 
-    The loop is compiled once per (problem, algorithm, batch size, number of seeds, number of
-    checkpoints, whether a final GD phase follows): step sizes, ``rho``, ``eps0``,
-    ``fallback_radius``, ``steps`` and ``record_every`` are arguments of the compiled code, so a sweep
-    over them reuses it (:mod:`flatmin.loop`).
+    The loop is compiled once per (problem, method, its non-real parameters such as the batch size,
+    number of seeds, number of checkpoints, whether a final GD phase follows): step sizes, the real
+    parameters (``rho``, ``eps0``, ...), ``steps`` and ``record_every`` are arguments of the compiled
+    code, so a sweep over them reuses it (:mod:`flatmin.loop`).
 
     Args:
       problem: the loss.
-      algorithm: one of :data:`ALGORITHMS`.
+      algorithm: a registered method (:func:`flatmin.list_methods`).
       x0: ``(d,)`` shared start, ``(num_seeds, d)`` one per seed, or None for
         ``problem.initial_point(PRNGKey(seed))``.
       params: step parameters (:func:`check_params`); ``final_gd_steps`` (default 0) plain GD steps
@@ -342,9 +276,10 @@ def simulate(
     seed_values = np.asarray(seed_list(seeds))
     starts = _starting_points(problem, x0, seed_values)
     checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
-    step = _traced_step(problem, algorithm, p.get("batch_size"))
-    iterates, perturbed, first_bad = run_loop(step, _traced_step(problem, "gd", None), _hyperparameters(p), starts,
-                                              seed_values, checkpoints, steps)
+    static, traced = _split(algorithm, p)
+    iterates, states, perturbed, first_bad = run_loop(
+        _traced_step(problem, algorithm, static), _initial_state(problem, algorithm, static), _gd_step(problem),
+        traced, starts, seed_values, checkpoints, steps)
     bad_seeds = np.flatnonzero(first_bad >= 0)
     if bad_seeds.size:
         s = bad_seeds[0]
@@ -353,7 +288,8 @@ def simulate(
             f"non-finite iterate at step {int(first_bad[s])} (params {p}); "
             f"{bad_seeds.size} of {len(seed_values)} seeds diverged"
         )
-    return Trajectory(problem, algorithm, p, seed_values, checkpoints, int(steps), np.asarray(iterates), perturbed)
+    return Trajectory(problem, get_method(algorithm).name, p, seed_values, checkpoints, int(steps), np.asarray(iterates),
+                      perturbed, jax.tree.map(np.asarray, states))
 
 
 @dataclasses.dataclass(frozen=True)

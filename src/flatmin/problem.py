@@ -9,14 +9,14 @@ one file in that folder; a factory registered from the user's own script works t
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from flatmin._discovery import Discovery
 
 Array = jax.Array
 
@@ -139,7 +139,6 @@ class Problem:
 
 
 _REGISTRY: dict[str, Callable[..., Problem]] = {}
-_DISCOVERED = False
 
 
 def register_problem(name: str):
@@ -165,21 +164,7 @@ def register_problem(name: str):
     return decorator
 
 
-def _discover() -> None:
-    """Import every module of ``flatmin.problems`` once (each registers its families)."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True  # set first: the imports below call register_problem, which calls _discover
-    from flatmin import problems
-
-    try:
-        for info in pkgutil.iter_modules(problems.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{problems.__name__}.{info.name}")
-    except BaseException:
-        _DISCOVERED = False  # retried on the next call rather than left half done
-        raise
+_discover = Discovery("flatmin.problems")  # each module of flatmin.problems registers its families
 
 
 def list_problems() -> list[str]:

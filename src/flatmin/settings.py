@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, Strict, WithJsonSchema, model_validator
 
 from flatmin._validation import seed_list
 
@@ -65,7 +65,7 @@ def describe_errors(error: pydantic.ValidationError, model: type[BaseModel], pre
     the bad value, pydantic's message and the key's description."""
     lines = []
     for item in error.errors(include_url=False):
-        loc = [str(part) for part in item["loc"]]
+        loc = [str(part) for part in item["loc"] if part != "[key]"]  # a dict key's error: the key is named
         key = ".".join([prefix, *loc] if prefix else loc) or "<top level>"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "value_error" and message.startswith("unknown key"):
@@ -113,8 +113,26 @@ Count = Annotated[int, Strict()]
 """An integer (``True`` is not one); bounds are given per field with ``Field(ge=...)``."""
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-TheoryAlgorithm = Literal["rs", "sa"]
-Algorithm = Literal["gd", "rs", "rs_noproj", "sa", "sgd", "sam"]
+
+
+def _registered_method(name: str) -> str:
+    from flatmin.method import get_method
+
+    get_method(name)  # a ValueError listing the registered methods
+    return name
+
+
+def _theory_method(name: str) -> str:
+    from flatmin.theory import schedule_of
+
+    schedule_of(name)  # a ValueError listing the methods with a schedule
+    return name
+
+
+MethodName = Annotated[str, AfterValidator(_registered_method)]
+"""A registered method (:func:`flatmin.list_methods`; a file of ``method_modules`` registers more)."""
+TheoryAlgorithm = Annotated[str, AfterValidator(_theory_method)]
+"""A method with a theorem's schedule (:func:`flatmin.theory.theory_methods`)."""
 FlatCriterion = Literal["distance", "loss_gap"]
 Eps = Annotated[float, Field(gt=0, description="a target accuracy eps, a number > 0")]
 
@@ -151,11 +169,8 @@ class LabelledProblem(SweepProblem):
     label: str = Field(min_length=1, description="the instance's name in the tables and figures, a non-empty string")
 
 
-class EpsLists(Spec):
-    """eps values per algorithm; an algorithm left out is not run."""
-
-    rs: list[Eps] | None = Field(None, min_length=1, description="RS's eps values, a non-empty list of numbers > 0")
-    sa: list[Eps] | None = Field(None, min_length=1, description="SA's eps values, a non-empty list of numbers > 0")
+EpsLists = dict[TheoryAlgorithm, Annotated[list[Eps], Field(min_length=1)]]
+"""eps values per method with a schedule, ``{method: [eps, ...]}``; a method left out is not run."""
 
 
 class TheoryConstants(Spec):
@@ -170,9 +185,8 @@ class TheoryConstants(Spec):
     cT: float | None = Field(None, gt=0, description="budget constant (T = cT times the iteration bound), a number > 0")
 
 
-class ConstantsPerAlgorithm(Spec):
-    rs: TheoryConstants | None = Field(None, description="RS's theory constants ({} for the defaults)")
-    sa: TheoryConstants | None = Field(None, description="SA's theory constants ({} for the defaults)")
+ConstantsPerAlgorithm = dict[TheoryAlgorithm, TheoryConstants]
+"""Theory constants per method with a schedule, ``{method: {constant: value}}`` (``{}``: the defaults)."""
 
 
 class Instance(LabelledProblem):
@@ -189,16 +203,9 @@ class Instance(LabelledProblem):
         "optional, checkpoints per run on this instance, replacing the section's records, an integer >= 1"))
 
 
-class StepParams(Spec):
-    """Step parameters of :func:`flatmin.run` (each algorithm takes those it uses)."""
-
-    eta: float | None = Field(None, gt=0, description="GD step size eta, a number > 0")
-    eta_prime: float | None = Field(None, gt=0, description="perturbed step size eta', a number > 0")
-    rho: float | None = Field(None, gt=0, description="perturbation radius rho, a number > 0")
-    eps0: float | None = Field(None, gt=0, description="gradient-norm gate eps0 of the perturbed branch, a number > 0")
-    batch_size: Count | None = Field(None, ge=1, description="mini-batch size of SGD, SAM and SA, an integer >= 1")
-    fallback_radius: float | None = Field(None, gt=0, description="SA's probe radius when a sample gradient vanishes, a number > 0")
-    final_gd_steps: Count | None = Field(None, ge=0, description="plain GD steps after the main steps, an integer >= 0")
+StepParams = dict[Identifier, Any]
+"""Parameters of :func:`flatmin.run`: the simulation's (``eta``, ``eta_prime``, ``final_gd_steps``) and the
+method's own (``flatmin.get_method(name).params``)."""
 
 
 class RunInstance(Spec):
@@ -209,9 +216,30 @@ class RunInstance(Spec):
     steps: Count = Field(ge=1, description="main steps of every algorithm, an integer >= 1")
     record_every: Count = Field(ge=1, description="checkpoint spacing in steps, an integer >= 1")
     shared: StepParams = Field(description="step parameters shared by every algorithm (each takes those it uses)")
-    algorithms: dict[Algorithm, StepParams] = Field(
-        min_length=1, description="the algorithms run, {algorithm: {overrides of shared}} with algorithm one of "
-        "gd, sgd, sam, rs, rs_noproj, sa")
+    algorithms: dict[MethodName, StepParams | None] = Field(
+        min_length=1, description="the methods run, {method: {overrides of shared}}, each a registered method "
+        "(flatmin.list_methods())")
+
+    @model_validator(mode="after")
+    def _parameters_known(self):
+        from flatmin.algorithms import simulation_params
+
+        taken = {}
+        for name, overrides in self.algorithms.items():
+            allowed = simulation_params(name)
+            taken.update(allowed)
+            unknown = sorted(set(overrides or {}) - set(allowed))
+            if unknown:
+                raise ValueError(f"algorithms.{name}: unknown parameter(s) {unknown}; {name} takes {', '.join(allowed)}")
+        unused = sorted(set(self.shared) - set(taken))
+        if unused:
+            raise ValueError(f"shared: parameter(s) {unused} taken by none of the methods run ({', '.join(self.algorithms)})")
+        for name, overrides in self.algorithms.items():
+            allowed = simulation_params(name)
+            for key, value in {**self.shared, **(overrides or {})}.items():
+                if key in allowed:
+                    allowed[key].check(f"{name}", key, value)
+        return self
 
 
 DimValues = list[Annotated[Count, Field(ge=1)]]

@@ -1,22 +1,59 @@
-"""Parameter schedules and rates of Theorems 1 and 2 (NOTES.md §5).
+"""Parameter schedules and rates of the theorems (docs/paper_notes.md §5).
 
-The paper states rates up to constants; the schedules below are the [reconstructed] ones consistent
-with those rates, and every constant is a keyword argument (defaults in :data:`DEFAULT_CONSTANTS`).
+A method with a theorem declares its :class:`Schedule` (``theory`` in its file: RS's Theorem 1 in
+:mod:`flatmin.methods.rs`, SA's Theorem 2 in :mod:`flatmin.methods.sa`). The paper states rates up to
+constants; the schedules are the [reconstructed] ones consistent with those rates, and every constant
+is a keyword argument (defaults in :data:`DEFAULT_CONSTANTS`)::
 
-RS: eta = c/beta, eta' = c1 delta eps, rho = c2 delta sqrt(eps), eps0 = c0 delta^1.5 eps,
-    T = cT eps^-3 delta^-4.
-SA: eta = c/beta, eta' = c1 delta eps, rho = c2 delta min{1, d^1.5 sqrt(eps)}, eps0 as RS,
-    T = cT d^-1 eps^-2 max{1, 1/(d^3 eps)} delta^-4, followed by plain GD.
+    eta = c/beta,  eta' = c1 delta eps,  eps0 = c0 delta^1.5 eps,  rho = radius(c2, eps, delta, d),
+    T = cT iterations(eps, delta, d)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import sys
+from collections.abc import Callable, Mapping
+
+from flatmin.method import get_method, list_methods
 
 DEFAULT_CONSTANTS = {"beta": 1.0, "c": 0.5, "c0": 1.0, "c1": 1.0, "c2": 1.0, "cT": 1.0}
-THEORY_ALGORITHMS = ("rs", "sa")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A theorem's rates, without constants.
+
+    Attributes:
+      theorem: where it is proved (e.g. "Theorem 1").
+      iterations: ``(eps, delta, dim) -> T / cT``, Table 1's iteration count.
+      decrease: ``(eps, delta, dim) ->`` the per-step decrease of ``trbar(Phi(x_t))`` of its lemma.
+      radius: ``(c2, eps, delta, dim) -> rho``.
+      needs_dim: whether the rates depend on ``d``.
+      fixed: parameters the theorem fixes (SA: ``batch_size = 1``).
+    """
+
+    theorem: str
+    iterations: Callable[[float, float, int | None], float]
+    decrease: Callable[[float, float, int | None], float]
+    radius: Callable[[float, float, float, int | None], float]
+    needs_dim: bool = False
+    fixed: Mapping = dataclasses.field(default_factory=dict)
+
+
+def theory_methods() -> list[str]:
+    """The methods that declare a theorem's schedule."""
+    return [name for name in list_methods() if get_method(name).theory is not None]
+
+
+def schedule_of(method: str) -> Schedule:
+    """The schedule of ``method``, or a ValueError naming the methods that have one."""
+    found = get_method(method).theory if isinstance(method, str) and method in list_methods() else None
+    if found is None:
+        raise ValueError(f"no theory schedule for {method!r}; allowed: {', '.join(theory_methods())}")
+    return found
 
 
 def _is_real(value) -> bool:
@@ -27,16 +64,15 @@ def _is_real(value) -> bool:
 def _validated(algorithm: str, eps, delta, dim) -> tuple[float, float, int | None]:
     """``(eps, delta, dim)`` as Python numbers (``dim`` an int for SA, unchanged for RS), or a
     ValueError naming the first bad one."""
-    if algorithm not in THEORY_ALGORITHMS:
-        raise ValueError(f"no theory schedule for {algorithm!r}; allowed: {', '.join(THEORY_ALGORITHMS)}")
+    schedule = schedule_of(algorithm)
     if not (_is_real(eps) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite real number > 0 (not a bool), got {eps!r}")
     if not (_is_real(delta) and 0 < delta <= 1):
         raise ValueError(f"delta must lie in (0, 1], got {delta!r}; allowed: real numbers, not bools")
-    if algorithm == "rs":
+    if not schedule.needs_dim:
         return float(eps), float(delta), dim
     if not (isinstance(dim, numbers.Integral) and not isinstance(dim, bool) and dim >= 1):
-        raise ValueError(f"SA's schedule needs dim, an integer >= 1 (not a bool), got {dim!r}")
+        raise ValueError(f"{algorithm.upper()}'s schedule needs dim, an integer >= 1 (not a bool), got {dim!r}")
     return float(eps), float(delta), int(dim)
 
 
@@ -52,38 +88,35 @@ def _finite(quantity: str, compute) -> float:
 
 
 def iteration_bound(algorithm: str, eps: float, delta: float = 1.0, dim: int | None = None) -> float:
-    """Table 1's iteration count without constants: ``eps^-3 delta^-4`` (RS) or
-    ``d^-1 eps^-2 max{1, 1/(d^3 eps)} delta^-4`` (SA); a ValueError where it exceeds the float range."""
+    """Table 1's iteration count without constants (RS: ``eps^-3 delta^-4``; SA: ``d^-1 eps^-2
+    max{1, 1/(d^3 eps)} delta^-4``); a ValueError where it exceeds the float range."""
     eps, delta, dim = _validated(algorithm, eps, delta, dim)
     quantity = f"the {algorithm!r} iteration bound for eps={eps!r}, delta={delta!r}, dim={dim!r}"
-    if algorithm == "rs":
-        return _finite(quantity, lambda: eps**-3 * delta**-4)
-    return _finite(quantity, lambda: eps**-2 / dim * max(1.0, 1.0 / (dim**3 * eps)) * delta**-4)
+    return _finite(quantity, lambda: schedule_of(algorithm).iterations(eps, delta, dim))
 
 
 def decrease_bound(algorithm: str, eps: float, delta: float = 1.0, dim: int | None = None) -> float:
-    """Lemma 2 / Lemma 4 per-step decrease of ``trbar(Phi(x_t))`` without constants:
-    ``delta^3 eps^3`` (RS) or ``d min{1, eps d^3} delta^3 eps^2`` (SA)."""
+    """The lemma's per-step decrease of ``trbar(Phi(x_t))`` without constants (RS, Lemma 2:
+    ``delta^3 eps^3``; SA, Lemma 4: ``d min{1, eps d^3} delta^3 eps^2``)."""
     eps, delta, dim = _validated(algorithm, eps, delta, dim)
     quantity = f"the {algorithm!r} decrease bound for eps={eps!r}, delta={delta!r}, dim={dim!r}"
-    if algorithm == "rs":
-        return _finite(quantity, lambda: delta**3 * eps**3)
-    return _finite(quantity, lambda: dim * min(1.0, eps * dim**3) * delta**3 * eps**2)
+    return _finite(quantity, lambda: schedule_of(algorithm).decrease(eps, delta, dim))
 
 
 def theory_params(algorithm: str, eps: float, delta: float = 1.0, dim: int | None = None, **constants) -> dict:
-    """The schedule of Theorem 1 (``'rs'``) or 2 (``'sa'``) for target accuracy ``eps``.
+    """The schedule of ``algorithm``'s theorem (RS: Theorem 1; SA: Theorem 2) for target accuracy ``eps``.
 
     Args:
+      algorithm: a method with a schedule (:func:`theory_methods`).
       eps: target, > 0; the flat test is (eps, sqrt(eps)).
       delta: failure probability scale in (0, 1].
-      dim: ``d``, required for SA.
+      dim: ``d``, required where the rates depend on it (SA).
       constants: any of :data:`DEFAULT_CONSTANTS` (``beta`` the smoothness constant).
 
     Returns:
       dict with ``eta, eta_prime, rho, eps0, steps`` (``steps`` = ceil of the iteration bound
-      times ``cT``), ready for :func:`flatmin.run` (pass ``steps`` separately) and, for SA,
-      ``batch_size = 1``.
+      times ``cT``), ready for :func:`flatmin.run` (pass ``steps`` separately), and the parameters the
+      theorem fixes (SA: ``batch_size = 1``).
     """
     unknown = set(constants) - set(DEFAULT_CONSTANTS)
     if unknown:
@@ -99,15 +132,10 @@ def theory_params(algorithm: str, eps: float, delta: float = 1.0, dim: int | Non
         "eps0": k["c0"] * delta**1.5 * eps,
         "steps": k["cT"] * iteration_bound(algorithm, eps, delta, dim),
     }
-    if algorithm == "rs":
-        params["rho"] = k["c2"] * delta * math.sqrt(eps)
-    else:
-        params["rho"] = k["c2"] * delta * min(1.0, dim**1.5 * math.sqrt(eps))
+    params["rho"] = schedule_of(algorithm).radius(k["c2"], eps, delta, dim)
     overflowed = sorted(name for name, value in params.items() if math.isinf(value))
     if overflowed:
         raise ValueError(f"schedule value(s) {overflowed} exceed the largest representable float "
                          f"({sys.float_info.max:.3g}) for eps={eps!r}, delta={delta!r}, dim={dim!r}, constants {k}")
     params["steps"] = math.ceil(params["steps"])
-    if algorithm == "sa":
-        params["batch_size"] = 1
-    return params
+    return {**params, **schedule_of(algorithm).fixed}

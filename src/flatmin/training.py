@@ -1,14 +1,10 @@
 """Mini-batch training with perturbed gradients, many trajectories at once, recorded at checkpoints.
 
 The steps of the escape experiment (the paper's Figure 3), usable on any :class:`flatmin.Problem` with
-per-sample losses. With a mini-batch ``B`` (uniform) and ``g_B = grad f_B(x)``::
-
-    SGD:  x <- x - eta * g_B
-    RS :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * g)]),              g ~ U(S^{d-1})
-    SA :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * s * g_B/||g_B||)]),  s ~ U{-1,+1}
-
-the gradient from :func:`flatmin.value_and_perturbed_grad` (Remark 2's fallback off). Trajectories are
-run side by side (vmap) between checkpoints, step ``t`` keyed by ``fold_in(key, t)``
+per-sample losses: with a uniform mini-batch ``B``, ``x <- x - eta * direction``, the direction of any
+registered method with ``f_B`` as the loss at hand (:func:`flatmin.value_and_perturbed_grad`), e.g.
+``g_B = grad f_B(x)`` for SGD and ``g_B + Proj_perp(g_B)[grad f_B(x + rho s g_B/||g_B||)]`` for SA.
+Trajectories are run side by side (vmap) between checkpoints, step ``t`` keyed by ``fold_in(key, t)``
 (:mod:`flatmin.checkpoints`).
 """
 
@@ -21,20 +17,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from flatmin.checkpoints import run_steps
-from flatmin.perturbed import METHODS, value_and_perturbed_grad
+from flatmin.method import get_method
+from flatmin.perturbed import value_and_perturbed_grad
 
 
-def minibatch_step(problem, method: str, batch_size: int) -> Callable:
-    """``step(x, key, eta, rho) -> x_next``: one step of ``method`` on a uniform mini-batch of
-    ``problem`` (module docstring).
+def minibatch_step(problem, method: str, batch_size: int, **options) -> Callable:
+    """``step(x, key, eta, rho) -> x_next``: one step of ``method`` (a registered method without state)
+    on a uniform mini-batch of ``problem`` (module docstring), with its other parameters ``options``.
 
-    ``method`` is one of :data:`flatmin.perturbed.METHODS`. ``eta`` and ``rho`` may be traced, so one
-    compilation serves every radius. ``key`` splits into a batch key and a perturbation key the same
-    way for every method: one key draws the same mini-batch whatever the method, and ``rho = 0`` gives
-    the SGD step exactly. A larger batch is drawn without replacement.
+    ``eta`` and ``rho`` may be traced, so one compilation serves every radius; ``rho`` is ignored by a
+    method without one. ``key`` splits into a batch key and a perturbation key the same way for every
+    method: one key draws the same mini-batch whatever the method, and ``rho = 0`` gives the SGD step
+    exactly. A larger batch is drawn without replacement.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    takes_rho = "rho" in get_method(method).params
+    value_and_perturbed_grad(lambda x, idx: 0.0, method, **options, **({"rho": 0.0} if takes_rho else {}))
     n = problem.num_samples
 
     def batch_loss(x, idx):
@@ -46,7 +43,8 @@ def minibatch_step(problem, method: str, batch_size: int) -> Callable:
             idx = jax.random.randint(k_batch, (1,), 0, n)
         else:
             idx = jax.random.choice(k_batch, n, (batch_size,), replace=False)
-        _, g = value_and_perturbed_grad(batch_loss, method, rho, fallback_radius=None)(x, idx, k_pert)
+        radius = {"rho": rho} if takes_rho else {}
+        _, g = value_and_perturbed_grad(batch_loss, method, **options, **radius)(x, idx, k_pert)
         return x - eta * g
 
     return step

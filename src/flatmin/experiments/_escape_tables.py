@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METHODS = ("sgd", "rs", "sa")
 METRICS = ("train_acc", "test_acc", "loss", "trace", "trace_se")
 FLATNESS = ("top_eigenvalue", "top_eigenvalue_residual", "tangent_grad_norm", "tangent_grad_norm_se")
 
@@ -59,7 +58,7 @@ def final_table(escape: pd.DataFrame) -> pd.DataFrame:
     agg = agg.reset_index()
     agg.insert(3, "seeds", table.groupby(keys).size().to_numpy())
     agg.insert(3, "step", last)
-    order = {m: i for i, m in enumerate(METHODS)}
+    order = {m: i for i, m in enumerate(dict.fromkeys(escape["method"]))}  # the config's order
     return agg.sort_values(["method", "batch", "rho"], key=lambda s: s.map(order) if s.name == "method"
                            else s).reset_index(drop=True)
 
@@ -166,7 +165,7 @@ def claims_table(results: pd.DataFrame, sgd_tol: float = 0.01) -> pd.DataFrame:
         others = accs[1:] + 2 * np.sqrt(ses[1:] ** 2 + ses[0] ** 2)
         add(f"smallest_batch_best_rho{r:g}", float(accs[0] - accs[1:].max()),
             f"B={sub['batch'].iloc[0]} ahead of every larger batch by > 2 s.e.", bool(np.all(accs[0] > others)))
-    for method in [m for m in METHODS if m in set(escape["method"])]:
+    for method in dict.fromkeys(escape["method"]):
         g = escape[escape["method"] == method]
         worst = g.groupby(["batch", "rho"])["train_acc"].min()
         dipped = worst[worst < 1.0]
@@ -186,7 +185,7 @@ def claims_table(results: pd.DataFrame, sgd_tol: float = 0.01) -> pd.DataFrame:
         frac = (best["test_acc_mean"] - mins["bad"]) / gap if gap > 0 else float("nan")
         add("gap_closed", frac, f"best run {best['method']} B={best['batch']} rho={best['rho']:g}: "
             f"{best['test_acc_mean']:.4f}; bad {mins['bad']:.4f}, normal {mins['normal']:.4f}", frac > 0)
-        for method in [m for m in METHODS if m in set(fin["method"])]:
+        for method in dict.fromkeys(fin["method"]):
             runs = fin[fin["method"] == method]
             best = runs.loc[runs["test_acc_mean"].idxmax()]
             gain, gain_se, (a, b) = _last_interval_gain(escape, best)

@@ -75,7 +75,6 @@ from flatmin.claims import Claim, NotRun, point_estimate
 from flatmin.experiments import _escape_figure
 from flatmin.experiments._escape_tables import (  # noqa: F401 (re-exported: the experiment's tables)
     FLATNESS,
-    METHODS,
     METRICS,
     best_runs,
     claims_table,
@@ -86,7 +85,7 @@ from flatmin.experiments._escape_tables import (  # noqa: F401 (re-exported: the
 from flatmin.curvature import hessian_trace
 from flatmin.minimizers import bad_and_normal_minimizers
 from flatmin.model_flatness import model_flatness
-from flatmin.settings import Count, Spec
+from flatmin.settings import Count, MethodName, Spec, StepParams
 from flatmin.training import minibatch_step, run_checkpointed
 
 ORDER = 6
@@ -101,10 +100,17 @@ CAPTION = (
 
 
 Loss = Literal["mse", "ce"]
+# SA as the paper's escape experiment runs it: perturbation and projection on the mini-batch gradient, the
+# gate open, and no Remark 2 fallback (whose extra gradient vmap would evaluate at every step).
+_SA_OPTIONS = {"projection": "batch", "fallback": False}
 
 
 class RunGroup(Spec):
-    method: Literal["sgd", "rs", "sa"] = Field(description="the method of the group, one of sgd, rs, sa")
+    method: MethodName = Field(description="the method of the group, a registered method without state "
+                               "(flatmin.list_methods())")
+    options: StepParams = Field({}, description=(
+        "the method's parameters other than rho (flatmin.get_method(method).params), e.g. SA's "
+        "{projection: batch, fallback: false}"))
     batch: Count = Field(ge=1, description="mini-batch size of the group, an integer in [1, n_train]")
     rhos: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(min_length=1, description=(
         "perturbation radii of the group, a non-empty list of finite numbers >= 0 (0 is SGD)"))
@@ -160,10 +166,10 @@ class Settings(flatmin.settings.Settings):
     runs: list[RunGroup] = Field(
         [{"method": "sgd", "batch": 128, "rhos": [0.0]},
          {"method": "rs", "batch": 128, "rhos": [0.4, 2.0, 8.0]},
-         {"method": "sa", "batch": 128, "rhos": [0.2, 0.4, 0.6]},
-         {"method": "sa", "batch": 64, "rhos": [0.2]},
-         {"method": "sa", "batch": 16, "rhos": [0.2]},
-         {"method": "sa", "batch": 1, "rhos": [0.2]}],
+         {"method": "sa", "batch": 128, "rhos": [0.2, 0.4, 0.6], "options": _SA_OPTIONS},
+         {"method": "sa", "batch": 64, "rhos": [0.2], "options": _SA_OPTIONS},
+         {"method": "sa", "batch": 16, "rhos": [0.2], "options": _SA_OPTIONS},
+         {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS}],
         min_length=1, description="the escape runs, a non-empty list of {method: sgd|rs|sa, batch: B, rhos: [rho...]}")
     trace_probes: Count = Field(20, ge=2, description=(
         "Hutchinson probes per trace measurement (the same at every checkpoint: common random numbers), an "
@@ -207,9 +213,9 @@ PRESETS = {
         "runs": [
             {"method": "sgd", "batch": 128, "rhos": [0.0]},
             {"method": "rs", "batch": 128, "rhos": [0.4, 4.0]},
-            {"method": "sa", "batch": 128, "rhos": [0.4]},
-            {"method": "sa", "batch": 64, "rhos": [0.2]},
-            {"method": "sa", "batch": 1, "rhos": [0.2]},
+            {"method": "sa", "batch": 128, "rhos": [0.4], "options": _SA_OPTIONS},
+            {"method": "sa", "batch": 64, "rhos": [0.2], "options": _SA_OPTIONS},
+            {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS},
         ],
     },
 }
@@ -295,13 +301,13 @@ def minimizer_table(built: dict, config: dict, measure=None) -> pd.DataFrame:
 # escape runs
 
 
-def run_group(built: dict, config: dict, method: str, batch: int, rhos, measure=None):
+def run_group(built: dict, config: dict, method: str, batch: int, rhos, measure=None, options=None):
     """All ``rhos`` x seeds of one (method, batch) from the bad minimizer, vmapped together: the steps
     of :func:`flatmin.training.minibatch_step`, seed ``s`` keyed by ``PRNGKey(s)``.
 
     ``measure``: a jitted ``x (d,) -> (5,)`` (:func:`make_measure`); built when not given.
-    Returns ``(rows, last)``: the tidy rows ``method, batch, rho, seed, step`` + :data:`METRICS`, and
-    ``{(rho, seed): last iterate}``.
+    ``options``: the method's other parameters. Returns ``(rows, last)``: the tidy rows ``method,
+    method_options, batch, rho, seed, step`` + :data:`METRICS`, and ``{(rho, seed): last iterate}``.
     """
     eta = float(config["eta"])
     seeds = np.arange(int(config["seeds"]))
@@ -309,7 +315,8 @@ def run_group(built: dict, config: dict, method: str, batch: int, rhos, measure=
     measure_one = measure or jax.jit(make_measure(built["model"], built["data"], config))
     measure = lambda xs: np.stack([np.asarray(measure_one(x)) for x in xs])  # one compilation for all groups
     checkpoints = checkpoint_steps(int(config["steps"]), intervals=int(config["num_checkpoints"]))
-    step = minibatch_step(built["problem"], method, int(batch))
+    options = dict(options or {})
+    step = minibatch_step(built["problem"], method, int(batch), **options)
     traj_rho = np.repeat(rhos, len(seeds))
     traj_seed = np.tile(seeds, len(rhos))
     values, x = run_checkpointed(
@@ -324,6 +331,7 @@ def run_group(built: dict, config: dict, method: str, batch: int, rhos, measure=
         df.insert(0, "seed", int(traj_seed[j]))
         df.insert(0, "rho", float(traj_rho[j]))
         df.insert(0, "batch", int(batch))
+        df.insert(0, "method_options", ", ".join(f"{k}={v}" for k, v in sorted(options.items())))
         df.insert(0, "method", method)
         frames.append(df)
     last = {(float(r), int(s)): x[j] for j, (r, s) in enumerate(zip(traj_rho, traj_seed))}
@@ -405,7 +413,8 @@ def run_experiment(config: dict | None = None, verbose: bool = False) -> dict:
     frames, last = [], {}
     for run in config["runs"]:
         t0 = time.perf_counter()
-        frame, ends = run_group(built, config, run["method"], int(run["batch"]), run["rhos"], measure)
+        frame, ends = run_group(built, config, run["method"], int(run["batch"]), run["rhos"], measure,
+                                run.get("options") or {})
         last.update({(run["method"], int(run["batch"]), r, s): x for (r, s), x in ends.items()})
         label = f"{run['method']}_b{run['batch']}"
         timings[f"escape_{label}"] = time.perf_counter() - t0

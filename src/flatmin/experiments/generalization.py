@@ -63,13 +63,9 @@ import flatmin
 import flatmin.settings
 from flatmin.checkpoints import checkpoint_steps
 from flatmin.experiments._sweeps import progress
-from flatmin.experiments.trajectories import (
-    COLORS,
-    LABELS,
-    STYLES,
-    _ordered,
-    algorithm_params,
-)
+from flatmin.experiments.trajectories import _line, _ordered, algorithm_params
+from flatmin.method import get_method
+from flatmin.theory import theory_methods
 from flatmin.plotting import check_finite
 from flatmin.problems.diagonal_net import diagonal_net_data
 from flatmin.problems.matrix_sensing import matrix_sensing_data
@@ -319,17 +315,16 @@ def plot(results: pd.DataFrame, config: dict):
         ):
             for algorithm in _ordered(rows["algorithm"].unique()):
                 group = rows[rows["algorithm"] == algorithm]
-                color = COLORS.get(algorithm)
+                style = _line(algorithm)
                 after = group[group["point"] == "after_gd"].groupby("step")[column].agg(["mean", "std"])
                 std = after["std"].fillna(0.0).to_numpy()
                 rho = group["rho"].iloc[0]
-                name = LABELS.get(algorithm, algorithm) + (f" (ρ={rho:g})" if rho else "")
-                ax.plot(after.index, after["mean"], STYLES.get(algorithm, "-"), color=color, lw=1.8,
-                        label=f"{name}, after final GD")
+                name = style.pop("label") + (f" (ρ={rho:g})" if rho else "")
+                color = ax.plot(after.index, after["mean"], **style, lw=1.8, label=f"{name}, after final GD")[0].get_color()
                 ax.fill_between(after.index, after["mean"] - std, after["mean"] + std, color=color,
                                 alpha=0.15, lw=0)
                 raw = group[group["point"] == "iterate"].groupby("step")[column].mean()
-                if algorithm != "gd":
+                if get_method(algorithm).params:  # plain descent: the raw iterate is the after-GD curve
                     ax.plot(raw.index, raw.to_numpy(), color=color, lw=0.7, alpha=0.5,
                             label=f"{name}, raw iterate")
                 limit = group[group["point"] == "limit"]
@@ -352,9 +347,6 @@ def plot(results: pd.DataFrame, config: dict):
 # The audit's claims on this table (flatmin.claims)
 
 
-PERTURBED = ("rs", "sa")
-
-
 def _final_point(results, instance: str) -> str:
     """``limit`` (the exact Phi) where the results have it, else ``after_gd`` (the final GD phase)."""
     rows = results[results["instance"] == instance]
@@ -363,12 +355,12 @@ def _final_point(results, instance: str) -> str:
 
 
 def _final_perturbed(results):
-    """Per (instance, algorithm in RS, SA, seed): the last checkpoint, at the exact Phi where computed,
-    else after the final GD phase."""
+    """Per (instance, method with a theorem (RS, SA), seed): the last checkpoint, at the exact Phi where
+    computed, else after the final GD phase."""
     frames = []
     for instance in instance_labels(results):
         final = final_by_method(results, instance, _final_point(results, instance))
-        final = final[final.index.get_level_values("algorithm").isin(PERTURBED)]
+        final = final[final.index.get_level_values("algorithm").isin(theory_methods())]
         frames.append(final.assign(instance=instance))
     rows = pd.concat(frames)
     if rows.empty:

@@ -28,7 +28,6 @@ from pydantic import Field
 
 import flatmin
 import flatmin.settings
-from flatmin.algorithms import rs_direction, sa_direction
 from flatmin.analysis import Estimate
 from flatmin.claims import Claim, point_estimate, select, z_ratio
 from flatmin.experiments._sweeps import progress
@@ -113,12 +112,12 @@ _ONE_BATCH = 65_536
 
 @functools.lru_cache(maxsize=32)
 def _sampler(problem, algorithm: str, draws: int):
-    direction = sa_direction if algorithm == "sa" else rs_direction
+    options = {"batch_size": 1} if algorithm == "sa" else {}  # Lemma 3's SA samples one f_i
 
     @jax.jit
     def samples(x_star, t, rho, key):
         keys = jax.random.split(key, draws)
-        tangential = lambda k: t @ direction(problem, x_star, rho, k)  # noqa: E731
+        tangential = lambda k: t @ flatmin.perturbation(problem, algorithm, x_star, rho, k, **options)  # noqa: E731
         if draws <= _ONE_BATCH:
             return jax.vmap(tangential)(keys)
         return jax.lax.map(tangential, keys, batch_size=8192)

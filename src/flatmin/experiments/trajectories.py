@@ -26,7 +26,7 @@ Settings (:class:`Settings`, whose defaults are the paper profile's; ``PRESETS["
     algorithms}``: ``steps`` (main steps of every algorithm), ``record_every`` (checkpoint spacing),
     ``shared`` (parameters common to all algorithms, e.g. ``eta``, ``eta_prime``, ``rho``, ``eps0``,
     ``batch_size``; each algorithm takes only those it uses, see
-    :data:`flatmin.algorithms.REQUIRED`), ``algorithms`` (``{algorithm: {overrides}}``, the
+    :func:`flatmin.algorithms.simulation_params`), ``algorithms`` (``{algorithm: {overrides}}``, the
     algorithms to run, each with its own overrides of ``shared``; ``{}`` for none).
 ``coords``
     integer >= 2: how many leading coordinates of the iterates the table keeps (``x_0 .. x_{k-1}``).
@@ -51,17 +51,13 @@ from matplotlib.collections import LineCollection
 
 import flatmin
 import flatmin.settings
-from flatmin.algorithms import DEFAULTS, REQUIRED
+from flatmin.algorithms import simulation_params
+from flatmin.method import get_method
 from flatmin.experiments._sweeps import progress
 from flatmin.settings import Count, RunInstance, Seeds, Spec
 from flatmin.claims import Claim, NotRun, instance_labels, point_estimate, select
 from flatmin.plotting import check_finite
 
-ALGORITHM_ORDER = ("gd", "sgd", "sam", "rs", "rs_noproj", "sa")
-LABELS = {"gd": "GD", "sgd": "SGD", "sam": "SAM", "rs": "RS (Alg. 1)", "rs_noproj": "RS, no projection",
-          "sa": "SA (Alg. 2)"}
-COLORS = {"gd": "black", "sgd": "0.55", "sam": "C2", "rs": "C0", "rs_noproj": "C9", "sa": "C3"}
-STYLES = {"gd": "-", "sgd": ":", "sam": "-.", "rs": "-", "rs_noproj": "--", "sa": "-"}
 
 #: Columns of the results table (plus ``x_0 .. x_{coords-1}``).
 COLUMNS = ("instance", "problem", "dim", "algorithm", "seed", "step", "eta", "rho", "loss", "grad_norm",
@@ -134,11 +130,8 @@ PRESETS = {"quick": {"seeds": 3, "instances": [{**_HYPERBOLA, "steps": 2000, "re
 
 def algorithm_params(algorithm: str, shared: dict, overrides: dict) -> dict:
     """The parameters ``algorithm`` uses: ``shared`` then ``overrides``, restricted to its keys."""
-    if algorithm not in REQUIRED:
-        raise ValueError(f"unknown algorithm {algorithm!r}; allowed: {', '.join(REQUIRED)}")
-    merged = {**shared, **overrides}
-    keys = set(REQUIRED[algorithm]) | set(DEFAULTS)
-    return {k: v for k, v in merged.items() if k in keys}
+    keys = simulation_params(algorithm)
+    return {k: v for k, v in {**shared, **overrides}.items() if k in keys}
 
 
 def nearest_flattest_distance(problem, points: np.ndarray) -> np.ndarray:
@@ -245,7 +238,13 @@ def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | No
 
 
 def _ordered(algorithms) -> list[str]:
-    return sorted(algorithms, key=lambda a: ALGORITHM_ORDER.index(a) if a in ALGORITHM_ORDER else 99)
+    return list(dict.fromkeys(algorithms))
+
+
+def _line(algorithm: str) -> dict:
+    """The method's own label, color and line style."""
+    method = get_method(algorithm)
+    return {"label": method.label or method.name, **method.style}
 
 
 def _band(ax, rows: pd.DataFrame, column: str) -> None:
@@ -254,9 +253,8 @@ def _band(ax, rows: pd.DataFrame, column: str) -> None:
         stats = group.groupby("step")[column].agg(["mean", "std", "count"])
         std = stats["std"].fillna(0.0).to_numpy()
         mean = stats["mean"].to_numpy()
-        ax.plot(stats.index, mean, STYLES.get(algorithm, "-"), color=COLORS.get(algorithm),
-                label=LABELS.get(algorithm, algorithm), lw=1.5)
-        ax.fill_between(stats.index, mean - std, mean + std, color=COLORS.get(algorithm), alpha=0.15, lw=0)
+        line = ax.plot(stats.index, mean, **_line(algorithm), lw=1.5)[0]
+        ax.fill_between(stats.index, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
 
 
 def _picture(ax, rows: pd.DataFrame, picture: dict, hyperbola: bool) -> None:
@@ -280,10 +278,10 @@ def _picture(ax, rows: pd.DataFrame, picture: dict, hyperbola: bool) -> None:
             raise ValueError(f"trajectories: no path of {algorithm!r} for picture seed {seed}")
         moved = np.hypot(path["x_0"] - path["x_0"].iloc[0], path["x_1"] - path["x_1"].iloc[0]).max()
         note = f" (moved at most {moved:.1e}: stays at the start)" if moved < 1e-2 else ""
-        ax.plot(path["x_0"], path["x_1"], STYLES.get(algorithm, "-"), color=COLORS.get(algorithm), lw=1.2,
-                zorder=3, label=f"{LABELS.get(algorithm, algorithm)} path{note}")
-        ax.plot(path["x_0"].iloc[-1], path["x_1"].iloc[-1], "o", color=COLORS.get(algorithm), mec="k",
-                ms=6, zorder=4)
+        style = _line(algorithm)
+        style["label"] = f"{style['label']} path{note}"
+        line = ax.plot(path["x_0"], path["x_1"], **style, lw=1.2, zorder=3)[0]
+        ax.plot(path["x_0"].iloc[-1], path["x_1"].iloc[-1], "o", color=line.get_color(), mec="k", ms=6, zorder=4)
     start = rows.sort_values("step").iloc[0]
     ax.plot(start["x_0"], start["x_1"], "s", color="white", mec="k", ms=8, zorder=6,
             label=f"start ({start['x_0']:.2f}, {start['x_1']:.2f})")
@@ -329,22 +327,21 @@ def plot(results: pd.DataFrame, config: dict):
         else:
             for algorithm in _ordered(rows["algorithm"].unique()):
                 mean = rows[rows["algorithm"] == algorithm].groupby("step")["loss"].mean()
-                row[2].plot(mean.index, mean.to_numpy(), STYLES.get(algorithm, "-"), color=COLORS.get(algorithm),
-                            label=LABELS.get(algorithm, algorithm), lw=1.5)
+                row[2].plot(mean.index, mean.to_numpy(), **_line(algorithm), lw=1.5)
             row[2].set_yscale("symlog", linthresh=1e-12)
             row[2].set(xlabel="iterations", ylabel="loss f(xₜ) (mean over seeds; linear below 1e-12)",
                        title=f"({c}) {label}: loss along the run")
             row[2].legend(fontsize=7)
         row[0].set_title(row[0].get_title() + "\n" + _params_text(rows), fontsize=9)
-    fig.suptitle("E4: trajectories from one sharp minimum — GD and SGD stay, the perturbed methods drift toward "
-                 f"the flattest minimum (mean ± 1 SD over {seeds} seeds, one shared start)", fontsize=11)
+    fig.suptitle(f"E4: trajectories from one sharp minimum, which methods drift toward the flattest minimum (mean "
+                 f"± 1 SD over {seeds} seeds, one shared start)", fontsize=11)
     return fig
 
 
 def _params_text(rows: pd.DataFrame) -> str:
     eta = rows["eta"].unique()
     text = "η = " + ", ".join(f"{e:g}" for e in eta)
-    rhos = [f"{LABELS.get(a, a).split(' (')[0]} {g['rho'].iloc[0]:g}"
+    rhos = [f"{_line(a)['label'].split(' (')[0]} {g['rho'].iloc[0]:g}"
             for a, g in rows.groupby("algorithm", sort=False) if g["rho"].iloc[0]]
     return text + ("; ρ: " + ", ".join(rhos) if rhos else "")
 
