@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+jax.config.update("jax_enable_x64", True)  # the benchmarks measure the float64 computations
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 

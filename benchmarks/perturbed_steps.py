@@ -25,6 +25,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+jax.config.update("jax_enable_x64", True)  # the benchmarks measure the float64 computations
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 

@@ -52,6 +52,12 @@ if "xla_cpu_use_fusion_emitters" not in _flags and _xla_accepts(f"{_flags} {_FUS
 os.environ["XLA_FLAGS"] = _flags
 
 import jax  # noqa: E402
+
+# The tests compute in float64, as the Problem layer requires and the workflow does: importing flatmin leaves
+# JAX's configuration alone (tests/test_precision.py checks that, and the float32 default, in fresh
+# interpreters), so the test process turns the 64-bit mode on itself, before any computation.
+jax.config.update("jax_enable_x64", True)
+
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -1,6 +1,6 @@
 """requirements.lock, the exact environment that the README's regenerate command installs
 (tools/lock.sh writes it): every pin is one version with its sha256 hashes, lies within the ranges of
-pyproject.toml (its dependencies, the workflow and test extras, and the build requirement, since the
+pyproject.toml (its dependencies, every extra, and the build requirement, since the
 regenerate command installs flatmin with the lock's setuptools), and pins every package those name.
 Offline: nothing is downloaded.
 """
@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-EXTRAS = ("workflow", "test")
+EXTRAS = tuple(PYPROJECT["project"]["optional-dependencies"])  # data, workflow, test
 
 
 def lock_entries() -> list[tuple[Requirement, list[str]]]:

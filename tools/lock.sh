@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes requirements.lock, the environment that the README's regenerate command installs: the exact
 # versions installed in a virtual environment (VENV, default .venv: the one that made the committed figures)
-# of everything that pyproject.toml's dependencies and its workflow and test extras bring, resolved for
+# of everything that pyproject.toml's dependencies and its data, workflow and test extras bring, resolved for
 # Python 3.11 on every platform (markers keep the Windows-only packages), each with the sha256 of every
 # file that the package index has for that version, so that pip's hash-checking mode installs it on any
 # platform those files cover. It adds the setuptools that built VENV's flatmin, because the regenerate
@@ -27,7 +27,7 @@ generator = re.search(r"^Generator: setuptools \((.+)\)$", distribution("flatmin
 print(f"setuptools=={generator.group(1)}")
 PY
 cp "$repo/pyproject.toml" .  # read here, so that the lock's comments name no folder of this machine
-"$scratch/uv/bin/uv" pip compile pyproject.toml build.txt --extra workflow --extra test \
+"$scratch/uv/bin/uv" pip compile pyproject.toml build.txt --extra data --extra workflow --extra test \
     --constraint installed.txt --universal --python-version 3.11 --generate-hashes \
     --no-header --output-file body.txt --quiet
 {

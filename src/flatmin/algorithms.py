@@ -30,6 +30,7 @@ from flatmin.flatness import _check_tolerances
 from flatmin.loop import descend, resimulate, run_loop
 from flatmin.method import REQUIRED, Param, get_method, problem_oracle
 from flatmin.problem import Array, Problem
+from flatmin._precision import require_x64
 from flatmin._validation import seed_list
 
 #: The simulation's own parameters; ``eta_prime`` only for a gated method.
@@ -114,6 +115,7 @@ def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Ar
     Compiled once per problem, method, non-real parameters and shape of ``x``: repeated calls (a Monte
     Carlo estimate in a Python loop) compile nothing new.
     """
+    require_x64("flatmin.perturbation")
     method = get_method(algorithm)
     if not hasattr(method, "perturbation"):
         raise ValueError(f"method {method.name!r} has no perturbation (it is not gated)")
@@ -264,6 +266,7 @@ def simulate(
       DivergenceError: an iterate became non-finite; names the first step, the seed and ``params``.
       ValueError: a bad parameter, or ``params["steps"]`` differs from ``steps``.
     """
+    require_x64("flatmin.simulate")
     p = check_params(problem, algorithm, params)
     if not (isinstance(steps, (int, np.integer)) and steps >= 1):
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
@@ -356,6 +359,7 @@ def run(
       AlreadyFlatWarning: with ``eps``, a seed's start already passes the flat test (the message names
         the seeds, eps, d and the test's values).
     """
+    require_x64("flatmin.run")
     if eps is not None and not measure:
         raise ValueError("eps needs measure=True (the flat test uses Phi)")
     if eps is not None:

@@ -8,6 +8,10 @@ null space of ``Hess f(x*)``, the tangent space of the minima. A point ``x`` is 
 
 Every function taking ``x`` accepts one point of shape ``(d,)``; :func:`flatness` and :func:`is_flat`
 also take a batch ``(..., d)`` and return arrays of the batch shape.
+
+Everything here computes in float64 (third derivatives, a gradient flow run to ``||grad f|| <= 1e-7``):
+each function taking a problem raises :class:`flatmin._precision.Float64RequiredError`, naming the line
+``jax.config.update("jax_enable_x64", True)``, when JAX's 64-bit mode is off.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from flatmin.curvature import hessian_trace
 from flatmin.problem import Array, Problem
+from flatmin._precision import require_x64
 from flatmin._validation import check_positive
 
 #: Default tolerances of the numerical gradient flow. The flow (Tsit5, PID control by ``rtol`` and
@@ -66,6 +71,7 @@ def _is_concrete(x) -> bool:
 def hessian(problem: Problem, x: Array) -> Array:
     """``Hess f(x)``, shape ``(..., d, d)`` for ``x`` of shape ``(..., d)``, by forward-over-reverse
     autodiff."""
+    require_x64("flatmin.flatness.hessian")
     return _over_points(jax.hessian(problem.loss), _check_point(problem, x), problem.dim)
 
 
@@ -79,6 +85,7 @@ def normalized_trace(problem: Problem, x: Array) -> Array:
 
     Costs d Hessian-vector products per point; for large d use :func:`hutchinson_trace`.
     """
+    require_x64("flatmin.normalized_trace")
     trace = functools.partial(_normalized_trace, problem.loss, problem.dim)
     return _over_points(trace, _check_point(problem, x), problem.dim)
 
@@ -98,6 +105,7 @@ def hutchinson_trace(
       deviation over probes divided by ``sqrt(num_probes)`` (needs ``num_probes >= 2``). This is
       :func:`flatmin.hessian_trace` of ``problem.loss`` divided by ``d``.
     """
+    require_x64("flatmin.hutchinson_trace")
     x = _check_point(problem, x)
     if x.ndim != 1:
         raise ValueError(f"hutchinson_trace takes one point of shape ({problem.dim},), got {x.shape}")
@@ -193,6 +201,7 @@ def limit_map(problem: Problem, x: Array, **tolerances) -> Array:
     critical point at the level ``min_loss`` passes). Called outside a JAX transformation it raises
     ``ValueError`` naming which instead.
     """
+    require_x64("flatmin.limit_map")
     unknown = set(tolerances) - set(FLOW_TOLERANCES)
     if unknown:
         raise TypeError(f"unknown tolerance(s) {sorted(unknown)}; allowed: {sorted(FLOW_TOLERANCES)}")
@@ -240,6 +249,7 @@ def tangent_projector(
     above ``rel_tol * max |eigenvalue|`` (spectral-gap rule, :data:`RANK_REL_TOL`; negative
     eigenvalues, which a minimum does not have, count as tangent).
     """
+    require_x64("flatmin.tangent_projector")
     rank = _rank(problem, rank)
     return _over_points(lambda y: _projector(jax.hessian(problem.loss)(y), rank, rel_tol),
                         _check_point(problem, x_star), problem.dim)
@@ -265,17 +275,23 @@ def tangent_gradient(
     """``dPhi(x*) grad trbar(x*)``, shape ``(d,)`` (``(..., d)`` for a batch): the gradient of the
     normalized trace along the minima (third derivatives by autodiff). Zero exactly at flat minima.
     ``rank`` and ``rel_tol`` as in :func:`tangent_projector`."""
+    require_x64("flatmin.tangent_gradient")
     rank = _rank(problem, rank)
     return _over_points(lambda y: _tangent_gradient(problem, y, rank, rel_tol),
                         _check_point(problem, x_star), problem.dim)
 
 
-@functools.lru_cache(maxsize=128)
 def flatness_fn(problem: Problem, rel_tol: float = RANK_REL_TOL):
     """A jitted pure function ``x (d,) -> dict`` of the four flatness measures (see :func:`flatness`).
 
     Cached per problem; ``jax.vmap`` it for batches. Uses the default flow tolerances.
     """
+    require_x64("flatmin.flatness.flatness_fn")  # on every call: the cache below would check only the first
+    return _flatness_fn(problem, rel_tol)
+
+
+@functools.lru_cache(maxsize=128)
+def _flatness_fn(problem: Problem, rel_tol: float):
     limit = _limit_fn(problem, {})
 
     @jax.jit
@@ -306,6 +322,7 @@ def flatness(problem: Problem, x: Array) -> dict[str, Array]:
       ``tangent_grad_norm``: ``||dPhi(Phi(x)) grad trbar(Phi(x))||``.
     Entries are NaN where the gradient flow did not reach a minimum (see :func:`limit_map`).
     """
+    require_x64("flatmin.flatness")
     x = _check_point(problem, x)
     measures = flatness_fn(problem)
     batch_shape = x.shape[:-1]
@@ -348,5 +365,6 @@ def is_flat(
     Returns:
       Boolean array of the batch shape (``()`` for one point).
     """
+    require_x64("flatmin.is_flat")
     _check_tolerances(eps, eps_prime, criterion)
     return flat_test(flatness(problem, x), eps, eps_prime, criterion)

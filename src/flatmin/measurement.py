@@ -6,6 +6,9 @@ flat criterion, or after a final GD phase of another length. Only :func:`first_f
 resolution finer than the checkpoints goes back to the simulation, through
 :meth:`flatmin.algorithms.Trajectory.replay`, and only over the one checkpoint interval per seed
 that ends at the first flat checkpoint.
+
+Like the simulation, every function here computes in float64 and raises
+:class:`flatmin._precision.Float64RequiredError` when JAX's 64-bit mode is off.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pandas as pd
 
 from flatmin.flatness import _check_tolerances, flat_test, flatness_fn
 from flatmin.problem import Problem
+from flatmin._precision import require_x64
 
 
 def _check_after_gd(after_gd) -> int:
@@ -47,6 +51,7 @@ def _batched_flatness(problem: Problem):
 def flatness_measures(trajectory, points, after_gd: int = 0) -> dict:
     """:func:`flatmin.flatness` of ``points`` ``(n, d)`` on ``trajectory.problem``, each measured
     after ``after_gd`` plain GD steps of size ``eta`` from it: ``{name: (n,) array}``."""
+    require_x64("flatmin.measurement.flatness_measures")
     after_gd = _check_after_gd(after_gd)
     points = jnp.asarray(points)
     count = points.shape[0]
@@ -70,6 +75,7 @@ def measure(trajectory, *, flatness: bool = True, after_gd: int = 0, eps: float 
     ``after_gd`` GD steps on), and with ``eps`` the boolean ``flat`` of the (eps, sqrt(eps)) test on
     them (``criterion``: ``"distance"`` or ``"loss_gap"``, see :func:`flatmin.is_flat`).
     """
+    require_x64("flatmin.measure")
     if eps is not None and not flatness:
         raise ValueError("eps needs flatness=True (the flat test uses Phi)")
     if eps is not None:
@@ -106,6 +112,7 @@ def first_flat_step(trajectory, metrics: pd.DataFrame, eps: float, *, criterion:
     ``resolution`` steps; where the re-simulated points are never flat (they can differ from the
     checkpoint by rounding), the checkpoint is kept.
     """
+    require_x64("flatmin.first_flat_step")
     if "flat" not in metrics.columns:
         raise ValueError("metrics has no 'flat' column: measure the trajectory with eps first")
     flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()

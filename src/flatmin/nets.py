@@ -1,6 +1,6 @@
 """Small neural networks on shipped data, for the escape experiment (the paper's Figure 3 at CPU scale).
 
-Everything here is pure JAX (float64 once :mod:`flatmin` is imported) and downloads nothing:
+Everything here is pure JAX and downloads nothing:
 
 * data: MNIST-1D generated offline by :func:`mnist1d.data.make_dataset` (never its download path) or
   scikit-learn's bundled 8x8 digits (:func:`load_data`);
@@ -10,6 +10,12 @@ Everything here is pure JAX (float64 once :mod:`flatmin` is imported) and downlo
 * the "confusion set" of Liu et al. (2020) used to build a badly generalizing global minimizer
   (:func:`confusion_set`);
 * plain mini-batch SGD with early stopping at 100% training accuracy (:func:`train_sgd`).
+
+The models compute in JAX's default floating dtype: float32, unless the program has turned on JAX's 64-bit
+mode (``jax.config.update("jax_enable_x64", True)``), as the escape experiment does (the artifact's
+:mod:`flatmin.experiments`). Nothing here changes JAX's configuration; :func:`mlp_problem`, a
+:class:`flatmin.Problem`, needs the 64-bit mode. The two data sets come from the optional packages of the
+``data`` extra (``pip install 'flatmin[data]'``): ``mnist1d`` and ``scikit-learn``.
 
 The Hessian trace, its top eigenvalue and Definition 3's flatness of these models are measured by
 :mod:`flatmin.curvature` and :mod:`flatmin.model_flatness`, which take any model.
@@ -27,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-jax.config.update("jax_enable_x64", True)
+from flatmin._precision import require_x64
 
 Array = jax.Array
 
@@ -41,8 +47,19 @@ ACTIVATIONS = {
 }
 
 
+def _default_float():
+    """JAX's default floating dtype here: float64 in its 64-bit mode (``jax_enable_x64``), else float32."""
+    return jnp.result_type(float)
+
+
 # ----------------------------------------------------------------------------------------------
 # data
+
+
+def _missing(distribution: str) -> ImportError:
+    """The error for a data set whose package, of the optional ``data`` extra, is not installed."""
+    return ImportError(f"this data set needs the package {distribution!r}, of flatmin's optional 'data' extra: "
+                       f"pip install 'flatmin[data]' (or pip install {distribution})")
 
 
 def _mnist1d_pool(num_samples: int, data_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +68,10 @@ def _mnist1d_pool(num_samples: int, data_seed: int) -> tuple[np.ndarray, np.ndar
     ``make_dataset`` seeds the global ``random``/``numpy`` generators; their states are restored
     afterwards so that calling this has no side effect on the caller's randomness.
     """
-    from mnist1d.data import get_dataset_args, make_dataset
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as err:
+        raise _missing("mnist1d") from err
 
     args = get_dataset_args()  # an ObjectView of the default arguments; url is never used
     args.num_samples = int(num_samples)
@@ -68,7 +88,10 @@ def _mnist1d_pool(num_samples: int, data_seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def _digits_pool() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise _missing("scikit-learn") from err
 
     d = load_digits()
     x = d.data.astype(np.float64)
@@ -138,13 +161,15 @@ def confusion_set(
 def init_mlp(key: Array, sizes: Sequence[int], scale: float = 1.0) -> list[tuple[Array, Array]]:
     """Parameters ``[(W_1, b_1), ...]`` of an MLP with layer widths ``sizes`` (input first).
 
-    LeCun-normal weights times ``scale`` (``W ~ N(0, scale^2 / fan_in)``), zero biases.
+    LeCun-normal weights times ``scale`` (``W ~ N(0, scale^2 / fan_in)``), zero biases, in
+    :func:`_default_float`.
     """
+    dtype = _default_float()
     params = []
     keys = jax.random.split(key, len(sizes) - 1)
     for k, (fan_in, fan_out) in zip(keys, zip(sizes[:-1], sizes[1:])):
-        w = scale * jax.random.normal(k, (fan_in, fan_out), dtype=jnp.float64) / math.sqrt(fan_in)
-        params.append((w, jnp.zeros((fan_out,), dtype=jnp.float64)))
+        w = scale * jax.random.normal(k, (fan_in, fan_out), dtype=dtype) / math.sqrt(fan_in)
+        params.append((w, jnp.zeros((fan_out,), dtype=dtype)))
     return params
 
 
@@ -208,7 +233,7 @@ class FlatMLP:
         return self.losses(x, inputs, labels).mean()
 
     def accuracy(self, x: Array, inputs: Array, labels: Array) -> Array:
-        return jnp.mean((jnp.argmax(self.logits(x, inputs), axis=1) == labels).astype(jnp.float64))
+        return jnp.mean((jnp.argmax(self.logits(x, inputs), axis=1) == labels).astype(_default_float()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,12 +266,12 @@ def train_sgd(
 
     Returns ``(x, info)`` with ``info = {"epochs", "reached", "diverged", "loss", "acc"}``.
     """
-    inputs = jnp.asarray(inputs, dtype=jnp.float64)
+    inputs = jnp.asarray(inputs, dtype=_default_float())
     labels = jnp.asarray(labels)
     n = labels.shape[0]
     b = min(int(batch_size), n)
     steps_per_epoch = n // b
-    ev_x = inputs if eval_inputs is None else jnp.asarray(eval_inputs, dtype=jnp.float64)
+    ev_x = inputs if eval_inputs is None else jnp.asarray(eval_inputs, dtype=_default_float())
     ev_y = labels if eval_labels is None else jnp.asarray(eval_labels)
     grad = jax.grad(model.mean_loss)
 
@@ -267,7 +292,7 @@ def train_sgd(
         return x
 
     chunk = jnp.zeros((chunk_epochs,))
-    x = jnp.asarray(x0, dtype=jnp.float64)
+    x = jnp.asarray(x0, dtype=_default_float())
     epochs, reached = 0, False
     acc_fn = jax.jit(model.accuracy)
     diverged = False
@@ -310,10 +335,12 @@ def train_sgd(
 def mlp_problem(model: FlatMLP, inputs, labels, name: str = "mlp", x0=None):
     """The training loss of ``model`` on ``(inputs, labels)`` as a :class:`flatmin.Problem`
     (Setting 1): ``loss`` = mean per-sample loss, ``sample_losses``, ``batch_losses(x, idx)`` and
-    ``num_samples = n``. ``x0``, if given, becomes the ``initial_point``.
+    ``num_samples = n``. ``x0``, if given, becomes the ``initial_point``. Needs JAX's 64-bit mode, as
+    every Problem does (:mod:`flatmin._precision`), checked before anything is computed.
     """
     from flatmin.problem import Problem
 
+    require_x64("flatmin.nets.mlp_problem")
     inputs = jnp.asarray(inputs, dtype=jnp.float64)
     labels = jnp.asarray(labels)
 

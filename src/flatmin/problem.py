@@ -4,6 +4,10 @@ A :class:`Problem` bundles a loss ``f : R^d -> R`` with whatever is known about 
 Problem families are registered with :func:`register_problem` and built with :func:`make_problem`.
 Every module in :mod:`flatmin.problems` is imported on first use of the registry, so a new family is
 one file in that folder; a factory registered from the user's own script works the same way.
+
+Problems compute in float64: building one (:class:`Problem`, :func:`make_problem`) with JAX's 64-bit mode
+off raises :class:`flatmin._precision.Float64RequiredError`, which names the line that enables it,
+``jax.config.update("jax_enable_x64", True)`` (:mod:`flatmin._precision`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from flatmin._discovery import Discovery
+from flatmin._precision import require_x64
 
 Array = jax.Array
 
@@ -52,6 +57,9 @@ class Problem:
       smoothness: optional bound ``beta`` on the Hessian norm near ``initial_point``; step sizes of
         the theory schedules are ``c / beta``.
       params: the factory's keyword arguments, for provenance.
+
+    Raises:
+      flatmin._precision.Float64RequiredError: built while JAX's 64-bit mode is off.
     """
 
     name: str
@@ -71,6 +79,7 @@ class Problem:
     params: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        require_x64("flatmin.Problem")
         if not isinstance(self.dim, int) or self.dim < 1:
             raise ValueError(f"Problem {self.name!r}: dim must be an integer >= 1, got {self.dim!r}")
         if self.sample_losses is not None and self.num_samples is None:
@@ -120,6 +129,7 @@ class Problem:
           ValueError: the problem gives neither ``flattest_distance`` nor ``flattest_points``, or ``x``
             does not end in ``d``.
         """
+        require_x64("flatmin.Problem.distance_to_flattest")
         x = jnp.asarray(x, dtype=jnp.float64)
         if x.ndim == 0 or x.shape[-1] != self.dim:
             raise ValueError(f"Problem {self.name!r}: points must have shape (..., {self.dim}), got {x.shape}")
@@ -133,6 +143,7 @@ class Problem:
 
     def start(self, key: Array) -> Array:
         """The default starting point, ``initial_point(key)`` (shape ``(d,)``)."""
+        require_x64("flatmin.Problem.start")
         if self.initial_point is None:
             raise ValueError(f"Problem {self.name!r} has no initial_point: pass x0 explicitly")
         return jnp.asarray(self.initial_point(key), dtype=jnp.float64)
@@ -191,7 +202,9 @@ def make_problem(name: str, **params) -> Problem:
     Raises:
       KeyError: unknown name (the message lists the registered ones).
       TypeError / ValueError: the factory rejects ``params``.
+      flatmin._precision.Float64RequiredError: JAX's 64-bit mode is off (checked before the factory runs).
     """
+    require_x64("flatmin.make_problem")
     factory = problem_factory(name)
     try:
         problem = factory(**params)

@@ -4,7 +4,8 @@ The workflow scripts in ``workflows/scripts/`` only wire Snakemake's inputs, out
 functions here, so everything the workflow does can be run and tested without Snakemake:
 
 - :func:`prepare`: import the user's problem modules named in the config (``problem_modules``) and set
-  up JAX (persistent compilation cache, thread count);
+  up JAX (persistent compilation cache, thread count); JAX computes in float64 here, its 64-bit mode
+  turned on by :mod:`flatmin.experiments`, which this module imports, before any computation;
 - :func:`compute_to_csv` / :func:`merge_shards`: run ``flatmin.experiments.<name>.compute`` on the
   experiment's config section and write the tidy table atomically with its provenance sidecar;
 - :func:`plot_to_files`: the experiment's figure as PDF and PNG, each with a sidecar;

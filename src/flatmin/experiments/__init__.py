@@ -23,6 +23,12 @@ config's ``experiment_modules``, is an experiment named after its file. Its cont
     gathers them in the order of :func:`experiment_names`.
 ``ORDER`` (optional)
     the experiment's position in the audit and the report (default: after those that give one).
+
+The experiments compute in float64, as the paper's quantities need (third derivatives, per-step decreases of
+order eps^3): importing this package, the artifact's application code, turns on JAX's 64-bit mode for the
+process, before any of its computations. The library leaves JAX's configuration alone and asks for the
+mode where it needs it (:mod:`flatmin._precision`); every workflow job imports this package through
+:mod:`flatmin.workflow` before it computes anything.
 """
 
 from __future__ import annotations
@@ -34,7 +40,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
+import jax
+
 from flatmin._files import import_file
+
+jax.config.update("jax_enable_x64", True)
 
 REQUIRED = ("Settings", "compute", "plot", "CAPTION")
 
