@@ -1,5 +1,6 @@
-"""Every Python block of the README runs as written (each in a fresh interpreter), and the README's two
-workflow examples, a problem of your own and an experiment of your own, run as written."""
+"""Every Python block of the README and of docs/reference.md (the library examples the README points to)
+runs as written (each in a fresh interpreter), and the README's two workflow examples, a problem of your
+own and an experiment of your own, run as written."""
 
 from __future__ import annotations
 
@@ -15,19 +16,24 @@ from workflow_support import needs_snakemake, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+REFERENCE = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+REFERENCE_BLOCKS = re.findall(r"```python\n(.*?)```", REFERENCE, flags=re.S)
 
 
-def test_the_readme_has_python_examples():
-    assert len(BLOCKS) >= 3
+def test_the_readme_and_the_reference_have_python_examples():
+    assert len(BLOCKS) >= 3 and len(REFERENCE_BLOCKS) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index, tmp_path):
-    script = tmp_path / f"block_{index}.py"
-    script.write_text(BLOCKS[index], encoding="utf-8")
+@pytest.mark.parametrize("source, block", [("README.md", block) for block in BLOCKS]
+                         + [("docs/reference.md", block) for block in REFERENCE_BLOCKS],
+                         ids=[f"README.md-{i}" for i in range(len(BLOCKS))]
+                         + [f"reference.md-{i}" for i in range(len(REFERENCE_BLOCKS))])
+def test_python_block_runs(source, block, tmp_path):
+    script = tmp_path / "block.py"
+    script.write_text(block, encoding="utf-8")
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"README block {index} failed:\n{BLOCKS[index]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"{source} block failed:\n{block}\n{done.stderr[-3000:]}"
 
 
 def _block(language: str, first_line: str) -> str:
