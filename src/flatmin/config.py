@@ -58,6 +58,8 @@ class WorkflowConfig(Spec):
                                        "register with @flatmin.register_problem can be named in the experiments")
     experiment_modules: list[PythonFile] = Field([], description="Python files, each an experiment named after the file "
                                           "(the contract of flatmin.experiments)")
+    method_modules: list[PythonFile] = Field([], description="Python files imported before every job, so methods they "
+                                      "register with @flatmin.register_method can be named in the experiments")
     jax_cache_dir: str | None = Field(description="persistent JAX compilation cache folder (null to switch it off)")
     experiments: dict[str, dict[str, Any]] = Field(description="one section per experiment: job keys and settings")
 
@@ -106,7 +108,8 @@ def check_config(config: Mapping, base: str | os.PathLike | None = None) -> dict
         experiments.load_experiment_files(top.experiment_modules, base)
     except experiments.ExperimentError as error:
         raise ConfigError(f"invalid flatmin config: {error}") from None
-    errors.extend(_import_problem_modules(top.problem_modules, base))
+    errors.extend(_import_user_modules("problem_modules", top.problem_modules, base))
+    errors.extend(_import_user_modules("method_modules", top.method_modules, base))
     known = experiments.experiment_names()
     presets = {"paper"} | {p for name in known for p in getattr(experiments.get(name), "PRESETS", {})}
     if top.preset not in presets:
@@ -141,19 +144,20 @@ def check_config(config: Mapping, base: str | os.PathLike | None = None) -> dict
     return {**top.model_dump(), "experiments": sections}
 
 
-def _import_problem_modules(paths: list[str], base) -> list[str]:
-    """Import each file of ``problem_modules`` (as the jobs will), so the problems they register are
-    known to :func:`problem_errors`; one error line per file that is missing or fails to import."""
+def _import_user_modules(key: str, paths: list[str], base) -> list[str]:
+    """Import each file of ``problem_modules`` or ``method_modules`` (``key``; as the jobs will), so the
+    problems and methods they register are known to the checks; one error line per file that is missing
+    or fails to import."""
     errors = []
     for index, raw in enumerate(paths):
         path = (Path(base if base is not None else Path.cwd()) / raw).resolve()
         if not path.is_file():
-            errors.append(f"problem_modules.{index} = {raw!r}: file not found (looked for {path})")
+            errors.append(f"{key}.{index} = {raw!r}: file not found (looked for {path})")
             continue
         try:
-            import_file(path, "flatmin_user_problems")
+            import_file(path, f"flatmin_user_{key.removesuffix('_modules')}s")
         except Exception as error:  # the user's code: any error it raises is reported as a config error
-            errors.append(f"problem_modules.{index} = {raw!r}: importing it failed: {type(error).__name__}: {error}")
+            errors.append(f"{key}.{index} = {raw!r}: importing it failed: {type(error).__name__}: {error}")
     return errors
 
 

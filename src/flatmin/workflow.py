@@ -67,11 +67,13 @@ def replace_problem_specs(config: dict, overlay: Mapping) -> None:
                 replace_problem_specs(config[key], value)
 
 
-def import_problem_modules(paths: Sequence[str | os.PathLike], base: str | os.PathLike | None = None) -> list:
+def import_problem_modules(paths: Sequence[str | os.PathLike], base: str | os.PathLike | None = None,
+                           key: str = "problem_modules") -> list:
     """Import each Python file in ``paths`` (relative ones against ``base``, default the cwd).
 
-    A module registers its problems with ``@flatmin.register_problem`` when imported, so the problems
-    become selectable by name in the experiment sections. Importing the same file twice is a no-op.
+    A module registers its problems with ``@flatmin.register_problem`` (or its methods with
+    ``@flatmin.register_method``) when imported, so they become selectable by name in the experiment
+    sections. Importing the same file twice is a no-op. ``key`` names the config key in errors.
     Returns the imported modules.
     """
     base = Path(base) if base is not None else Path.cwd()
@@ -79,8 +81,8 @@ def import_problem_modules(paths: Sequence[str | os.PathLike], base: str | os.Pa
     for raw in paths:
         path = (base / Path(raw)).resolve()
         if not path.is_file():
-            raise WorkflowConfigError(f"problem_modules: file {str(raw)!r} not found (looked for {path})")
-        modules.append(import_file(path, "flatmin_user_problems"))
+            raise WorkflowConfigError(f"{key}: file {str(raw)!r} not found (looked for {path})")
+        modules.append(import_file(path, f"flatmin_user_{key.removesuffix('_modules')}s"))
     return modules
 
 
@@ -119,6 +121,7 @@ def prepare(config: Mapping, threads: int = 1) -> None:
     experiments."""
     configure_jax(config.get("jax_cache_dir"), threads)
     import_problem_modules(config.get("problem_modules") or [])
+    import_problem_modules(config.get("method_modules") or [], key="method_modules")
     experiments.load_experiment_files(config.get("experiment_modules") or [])
 
 
@@ -168,8 +171,7 @@ def _write_csv(frame: pd.DataFrame, path) -> str:
 
 
 def _problem_provenance(config: Mapping) -> dict:
-    modules = config.get("problem_modules") or []
-    return {"problem_modules": problem_module_hashes(modules)} if modules else {}
+    return {key: problem_module_hashes(config[key]) for key in ("problem_modules", "method_modules") if config.get(key)}
 
 
 def compute_to_csv(
@@ -336,7 +338,8 @@ def audit_to_files(result_paths: Mapping[str, str | os.PathLike], config: Mappin
     sections = config.get("experiments", {})
     used = {name: experiment_config(sections[name]) for name in result_paths if name in sections}
     info = prov.provenance(
-        {"experiments": used, "problem_modules": list(config.get("problem_modules") or [])},
+        {"experiments": used, "problem_modules": list(config.get("problem_modules") or []),
+         **({"method_modules": list(config["method_modules"])} if config.get("method_modules") else {})},
         {name: section_seeds(sections[name]) for name in used},
         started,
         profile=config.get("profile"),
