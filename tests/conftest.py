@@ -4,11 +4,11 @@ They are defined here with :class:`flatmin.Problem` directly (independently of t
 in :mod:`flatmin.problems`) and built once per session, so the jitted functions cached per problem
 (:func:`flatmin.flatness.flatness_fn`) are compiled once.
 
-- hyperbola: f(x, y) = (xy - 1)^2 (NOTES.md §1 Example 1, §7). X* = {xy = 1}; tr Hess = 2(x^2 + y^2),
+- hyperbola: f(x, y) = (xy - 1)^2 (docs/paper_notes.md §1 Example 1, §7). X* = {xy = 1}; tr Hess = 2(x^2 + y^2),
   so trbar = x^2 + y^2 (4.25 at the sharp point (2, 1/2), 2 at the flattest points +-(1, 1)).
   x^2 - y^2 is conserved by the flow, so Phi(x, y) = (sign(x) sqrt(x^2 + s), sign(y) sqrt(y^2 + s))
   with s the root of (x^2 + s)(y^2 + s) = 1. Given as a training loss with n = 1 so SA applies.
-- valley (ERM form, NOTES.md §7): x = (u, w), u in R^2, w in R^3, f_j = (k/2) a_j(u) w_j^2 with
+- valley (ERM form, docs/paper_notes.md §7): x = (u, w), u in R^2, w in R^3, f_j = (k/2) a_j(u) w_j^2 with
   a_j(u) = b_j + exp(c_j . u) > 0, so f = (1/2) sum_j a_j(u) w_j^2, X* = {w = 0}, tr Hess = sum_j a_j
   on X* and dPhi(x*) = projector on the u-coordinates.
 """

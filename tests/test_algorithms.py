@@ -1,6 +1,6 @@
 """Algorithms 1 and 2 and their perturbations (run() is in tests/test_run.py).
 
-The Monte Carlo tests check the identities of NOTES.md §4 with many perturbation draws (vmap over keys
+The Monte Carlo tests check the identities of docs/paper_notes.md §4 with many perturbation draws (vmap over keys
 of flatmin.perturbation); every tolerance is 5 standard errors estimated from the draws themselves
 (plus, where stated, a derived deterministic bound), with fixed seeds.
 """
@@ -52,7 +52,7 @@ def assert_within_5se(samples, target, what=""):
 
 # ============================================================================ perturbation identities
 def test_rs_identity_on_minimum_exact(hyperbola):
-    """f = (xy-1)^2 is quartic: E grad f(x + rho g) = grad f + (rho^2/2) grad trbar exactly (NOTES §4).
+    """f = (xy-1)^2 is quartic: E grad f(x + rho g) = grad f + (rho^2/2) grad trbar exactly (docs/paper_notes.md §4).
 
     At x* in X*, grad f = 0, v = grad f(x* + rho g), dPhi = P."""
     x_star, rho = HYPERBOLA_SHARP, 0.3
@@ -227,13 +227,13 @@ def test_rs_and_sa_escape_sharp_minimum_gd_does_not(hyperbola):
     }
     for name, res in results.items():
         start = res.metrics[res.metrics["step"] == 0]
-        np.testing.assert_allclose(start["trace"], 4.25, rtol=1e-14)
+        np.testing.assert_allclose(start["trbar_limit"], 4.25, rtol=1e-14)
         end = res.metrics[res.metrics["step"] == steps]
         assert np.all(end["distance"] < 1e-3), name  # still at a minimum
         if name == "gd":
-            np.testing.assert_allclose(end["trace"], 4.25, atol=1e-6)
+            np.testing.assert_allclose(end["trbar_limit"], 4.25, atol=1e-6)
         else:
-            assert np.all(end["trace"] < 2.1), (name, end["trace"].tolist())  # 4.25 -> < 2.1 (flattest: 2)
+            assert np.all(end["trbar_limit"] < 2.1), (name, end["trbar_limit"].tolist())  # 4.25 -> < 2.1 (flattest: 2)
             assert end["perturbed_fraction"].min() > 0.99
             np.testing.assert_allclose(np.abs(res.final), 1.0, atol=0.2)
 
@@ -287,7 +287,7 @@ def test_user_registered_problem():
     with pytest.raises(TypeError, match="test_user_valley.*bad parameters.*'depth'"):
         flatmin.make_problem("test_user_valley", depth=3)
     measures = flatmin.flatness(problem, np.array([[2.0, 0.0, 0.0], [0.5, 1e-3, -1e-3]]))
-    np.testing.assert_allclose(measures["trace"], [2.0 * 7 / 3, 2.0 * 2.5 / 3], rtol=1e-8)
+    np.testing.assert_allclose(measures["trbar_limit"], [2.0 * 7 / 3, 2.0 * 2.5 / 3], rtol=1e-8)
     np.testing.assert_allclose(measures["tangent_grad_norm"][0], 2.0 * 6 / 3, rtol=1e-8)  # d/du at u=2
     start_trace = 2.0 * 7 / 3
     # final GD phase: RS leaves normal noise (codimension 2 > 1) that plain GD then removes
@@ -298,9 +298,9 @@ def test_user_registered_problem():
         res = flatmin.run(problem, algorithm, None, {**params, **options}, 200, 2, 100)
         end[algorithm] = res.metrics[res.metrics["step"] == 300]
         assert np.all(end[algorithm]["distance"] < 1e-6)
-        assert np.all(end[algorithm]["trace"] < start_trace - 0.1), (
+        assert np.all(end[algorithm]["trbar_limit"] < start_trace - 0.1), (
             algorithm,
-            end[algorithm]["trace"].tolist(),
+            end[algorithm]["trbar_limit"].tolist(),
         )
     # SA's signal is d = 3 times RS's: it gets further in the same number of steps
-    assert end["sa"]["trace"].max() < end["rs"]["trace"].min(), (end["sa"]["trace"], end["rs"]["trace"])
+    assert end["sa"]["trbar_limit"].max() < end["rs"]["trbar_limit"].min(), (end["sa"]["trbar_limit"], end["rs"]["trbar_limit"])

@@ -77,8 +77,8 @@ def complexity_table(ramp_rs=-3.0, bowl_rs=-2.0, ramp_sa=-2.0, dim_sa=-1.0, dim_
     def add(sweep, instance, algorithm, eps, dim, steps):
         for s, z in enumerate(_lognormal(rng, seeds, sigma)):
             rows.append({"seed": s, "algorithm": algorithm, "eps": eps, "dim": dim, "budget": 10 * steps,
-                         "first_flat_step": steps * z, "flat_fraction": 0.5, "trace_start": 2.0,
-                         "trace_end": 1.0, "flattest_trace": 1.0, "sweep": sweep, "instance": instance})
+                         "first_flat_step": steps * z, "flat_fraction": 0.5, "trbar_limit_start": 2.0,
+                         "trbar_limit_end": 1.0, "flattest_trace": 1.0, "sweep": sweep, "instance": instance})
 
     for eps in (0.01, 0.02, 0.04):
         add("eps", "ramp", "rs", eps, 8, 3.0 * eps**ramp_rs)
@@ -240,9 +240,9 @@ def test_evaluate_claims_on_rows_the_config_did_not_run_are_not_run():
     ("identities", pd.DataFrame({"part": ["rho"], "algorithm": ["rs"]}), "sa_identity", "part='rho', algorithm='sa'"),
     ("identities", pd.DataFrame({"part": ["rho"], "algorithm": ["rs"]}), "sa_gain_d", "part='dim'"),
     ("identities", pd.DataFrame({"part": ["rho"], "algorithm": ["rs"]}), "negative_control", "part='control'"),
-    ("trajectories", pd.DataFrame({"instance": ["a"], "algorithm": ["rs"], "seed": [0], "step": [0], "trace": [1.0]}),
+    ("trajectories", pd.DataFrame({"instance": ["a"], "algorithm": ["rs"], "seed": [0], "step": [0], "trbar_limit": [1.0]}),
      "gd_does_not_move", "algorithm='gd'"),
-    ("trajectories", pd.DataFrame({"instance": ["a"], "algorithm": ["rs"], "seed": [0], "step": [0], "trace": [1.0]}),
+    ("trajectories", pd.DataFrame({"instance": ["a"], "algorithm": ["rs"], "seed": [0], "step": [0], "trbar_limit": [1.0]}),
      "rs_sa_flatter_than_gd", "no instance with GD and RS or SA runs"),
 ])
 def test_evaluate_missing_parts_of_other_experiments_are_not_run(experiment, table, claim_id, missing):
@@ -293,9 +293,9 @@ def generalization_table(rs_error=0.02, sa_trace=0.2, gd_error=1.0, reference_er
                 for step, w in ((0, 0.0), (100, 0.5), (200, 1.0)):
                     rows.append({"instance": instance, "algorithm": algorithm, "seed": seed, "step": step,
                                  "point": "after_gd", "recovery_error": 1.0 + w * (error - 1.0),
-                                 "trace": 4.0 + w * (trace - 4.0), "loss": 0.0,
-                                 "reference_error": reference_error, "reference_trace": 0.2,
-                                 "start_error": 1.0, "start_trace": 4.0})
+                                 "trbar": 4.0 + w * (trace - 4.0), "loss": 0.0,
+                                 "reference_error": reference_error, "reference_trbar": 0.2,
+                                 "start_error": 1.0, "start_trbar": 4.0})
     return pd.DataFrame(rows)
 
 
@@ -343,7 +343,7 @@ def test_evaluate_trajectory_claims_take_the_worst_instance():
     for instance, gd_drift in (("a", 0.0), ("b", 0.5)):
         for algorithm, end in {"gd": 4.0 + gd_drift, "rs": 2.0, "sa": 2.0}.items():
             for step, trace in ((0, 4.0), (10, end)):
-                rows.append({"instance": instance, "algorithm": algorithm, "seed": 0, "step": step, "trace": trace})
+                rows.append({"instance": instance, "algorithm": algorithm, "seed": 0, "step": step, "trbar_limit": trace})
     audit = evaluate({"trajectories": pd.DataFrame(rows)}).set_index("id")
     assert audit.loc["gd_does_not_move", "measured"] == pytest.approx(0.5)
     assert audit.loc["gd_does_not_move", "verdict"] == "not confirmed"

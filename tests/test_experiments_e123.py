@@ -56,7 +56,7 @@ IDENTITIES_COLUMNS = ["part", "algorithm", "problem", "dim", "rho", "measured", 
 DECREASE_COLUMNS = ["seed", "algorithm", "eps", "dim", "window", "decrease_per_step", "decrease_per_perturbed_step",
                     "tangent_grad_norm_start", "tangent_grad_norm_end", "perturbed_fraction", "bound", "sweep"]
 COMPLEXITY_COLUMNS = ["seed", "algorithm", "eps", "dim", "budget", "first_flat_step", "flat_fraction",
-                      "trace_start", "trace_end", "flattest_trace", "sweep", "instance"]
+                      "trbar_limit_start", "trbar_limit_end", "flattest_trace", "sweep", "instance"]
 
 
 @pytest.fixture(scope="module")
@@ -240,11 +240,11 @@ def test_complexity_table(complexity_results):
         ("dim", "ramp", 0.04, 4): 3, ("eps", "ramp", 0.028, 8): 3, ("eps", "ramp", 0.04, 8): 3}
     for eps, rows in r.groupby("eps"):
         assert (rows["budget"] == math.ceil(iteration_bound("rs", eps))).all()  # cT = 1
-    assert np.all(np.isfinite(r[["budget", "flat_fraction", "trace_start", "trace_end"]].to_numpy()))
+    assert np.all(np.isfinite(r[["budget", "flat_fraction", "trbar_limit_start", "trbar_limit_end"]].to_numpy()))
     assert ((r["flat_fraction"] >= 0) & (r["flat_fraction"] <= 1)).all()
     # the ramp's sharp start sits a drop of 1 above the flattest trace C = k/d
     np.testing.assert_allclose(r["flattest_trace"], (r["dim"] - 1) / r["dim"], rtol=1e-12)
-    np.testing.assert_allclose(r["trace_start"] - r["flattest_trace"], 1.0, atol=1e-3)
+    np.testing.assert_allclose(r["trbar_limit_start"] - r["flattest_trace"], 1.0, atol=1e-3)
 
 
 def test_complexity_rs_flat_within_budget_on_the_ramp(complexity_results):
@@ -253,14 +253,14 @@ def test_complexity_rs_flat_within_budget_on_the_ramp(complexity_results):
     assert ((rs["first_flat_step"] > 0) & (rs["first_flat_step"] <= rs["budget"])).all()
     assert (rs["flat_fraction"] > 0).all()
     # flat needs s q' <= sqrt(eps), i.e. q' <= 1/2, where trbar - C = s q <= 0.16 s: down the ramp (drop 1)
-    assert (rs["trace_end"] - rs["flattest_trace"] < 0.2 * (rs["trace_start"] - rs["flattest_trace"])).all()
+    assert (rs["trbar_limit_end"] - rs["flattest_trace"] < 0.2 * (rs["trbar_limit_start"] - rs["flattest_trace"])).all()
 
 
 def test_complexity_plot(complexity_results):
     check_figure(complexity.plot(complexity_results, COMPLEXITY), panels=3)
 
 
-@pytest.mark.parametrize("column, value", [("trace_end", np.nan), ("flat_fraction", np.inf), ("budget", np.nan)])
+@pytest.mark.parametrize("column, value", [("trbar_limit_end", np.nan), ("flat_fraction", np.inf), ("budget", np.nan)])
 def test_complexity_plot_refuses_non_finite(complexity_results, column, value):
     bad = complexity_results.astype({column: float})
     bad.loc[1, column] = value

@@ -56,7 +56,7 @@ def test_e4_table_columns_and_rows(e4):
     checkpoints = instance["steps"] // instance["record_every"] + 1
     assert len(e4) == len(instance["algorithms"]) * config["seeds"] * checkpoints
     assert set(e4["algorithm"]) == {"gd", "sgd", "sam", "rs", "rs_noproj", "sa"}
-    assert np.all(np.isfinite(e4[["trace", "distance_to_flattest", "loss", "x_0", "x_1"]]))
+    assert np.all(np.isfinite(e4[["trbar_limit", "distance_to_flattest", "loss", "x_0", "x_1"]]))
 
 
 def test_e5_table_columns(e5):
@@ -69,7 +69,7 @@ def test_e6_table_columns(e6):
     assert list(e6.columns) == list(generalization.COLUMNS)
     assert set(e6["point"]) == {"iterate", "after_gd"}  # quick: phi_checkpoints = 0
     assert set(e6["instance"]) == {"diagonal_net", "matrix_sensing"}
-    assert np.all(np.isfinite(e6[["loss", "recovery_error", "trace"]]))
+    assert np.all(np.isfinite(e6[["loss", "recovery_error", "trbar"]]))
 
 
 # ------------------------------------------------------------------------------------------- E4
@@ -97,8 +97,8 @@ def test_e4_perturbed_methods_end_flatter_than_gd(e4):
 
 
 def test_e4_sa_ahead_of_rs_midway(e4):
-    # Same rho: SA's tangential signal is d = 2 times RS's (NOTES section 4).
-    mid = e4[e4["step"] == 400].groupby("algorithm")["trace"].mean()
+    # Same rho: SA's tangential signal is d = 2 times RS's (docs/paper_notes.md § 4).
+    mid = e4[e4["step"] == 400].groupby("algorithm")["trbar_limit"].mean()
     assert mid["sa"] < mid["rs"] - 0.2, mid
 
 
@@ -128,7 +128,7 @@ def test_e4_problem_without_flattest_points_runs_and_plots_without_the_distance(
     config["instances"] = [{**config["instances"][0], "label": "bare", "problem": {"name": name},
                             "steps": 40, "record_every": 20, "algorithms": {"gd": {}, "rs": {}}}]
     results = trajectories.compute(config)
-    assert results["distance_to_flattest"].isna().all() and np.isfinite(results["trace"]).all()
+    assert results["distance_to_flattest"].isna().all() and np.isfinite(results["trbar_limit"]).all()
     figure = trajectories.plot(results, config)
     try:
         texts = [t.get_text() for ax in figure.axes for t in ax.texts]
@@ -156,7 +156,7 @@ def test_e4_is_deterministic():
 def test_e5_example1_numbers_are_exact(e5):
     pv = example1.point_values(e5)
     origin = pv.loc["trace_minimizer"]
-    assert origin["loss"] == 1.0 and origin["trbar"] == 0.0 and origin["trace"] == 0.0
+    assert origin["loss"] == 1.0 and origin["trbar"] == 0.0 and origin["hessian_trace"] == 0.0
     assert (origin["hess_eig_min"], origin["hess_eig_max"]) == pytest.approx((-2.0, 2.0), abs=1e-12)
     for name in ("flattest_plus", "flattest_minus"):
         assert pv.loc[name, "loss"] == 0.0 and pv.loc[name, "trbar"] == pytest.approx(2.0, abs=1e-12)
@@ -192,20 +192,20 @@ def test_e6_gd_stays_and_its_error_is_the_start(e6, instance):
     final = generalization.final_by_method(e6, instance)
     ref = generalization.references(e6).loc[instance]
     gd = final.loc["gd"]
-    np.testing.assert_allclose(gd["trace"], ref["start_trace"], rtol=1e-3)
+    np.testing.assert_allclose(gd["trbar"], ref["start_trbar"], rtol=1e-3)
     np.testing.assert_allclose(gd["recovery_error"], ref["start_error"], rtol=1e-3)
 
 
 @pytest.mark.parametrize("instance", ["diagonal_net", "matrix_sensing"])
 def test_e6_flatter_means_better_recovery(e6, instance):
     final = generalization.final_by_method(e6, instance).groupby("algorithm").mean()
-    error, trace = final["recovery_error"], final["trace"]
+    error, trace = final["recovery_error"], final["trbar"]
     ref = generalization.references(e6).loc[instance]
     for algorithm in ("rs", "sa"):
         assert trace[algorithm] < trace["gd"] - 0.1, trace
         assert error[algorithm] < 0.75 * error["gd"], error
     # SA reaches the flattest interpolator's trace and recovers the ground truth.
-    assert trace["sa"] == pytest.approx(ref["reference_trace"], rel=0.01)
+    assert trace["sa"] == pytest.approx(ref["reference_trbar"], rel=0.01)
     assert error["sa"] < 0.1 * ref["start_error"]
     assert ref["reference_error"] < 1e-8  # both default instances: flattest = ground truth
     assert generalization.error_trace_rank_correlation(e6, instance) > 0.5
@@ -222,7 +222,7 @@ def test_e6_exact_limit_points_agree_with_the_gd_stand_in():
     gap = generalization.limit_agreement(results, "matrix_sensing")
     # GD with a finite step is not the flow: the stand-in is off by a few percent of the start's
     # error (0.395) and trace (0.62), far below the RS-vs-GD gaps the figure shows.
-    assert gap["recovery_error"] < 0.03 and gap["trace"] < 0.02, gap
+    assert gap["recovery_error"] < 0.03 and gap["trbar"] < 0.02, gap
 
 
 def test_e6_rejects_a_problem_without_recovery_error():
@@ -251,7 +251,7 @@ def test_plot_returns_a_labelled_figure_and_refuses_nan(name, e4, e5, e6):
     finally:
         plt.close(figure)
     broken = results.copy()
-    column = {"trajectories": "trace", "example1": "trbar", "generalization": "recovery_error"}[name]
+    column = {"trajectories": "trbar_limit", "example1": "trbar", "generalization": "recovery_error"}[name]
     broken.loc[broken.index[3], column] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         module.plot(broken, config)

@@ -178,7 +178,7 @@ def test_limit_map_fixes_the_minima(hyperbola, numeric_limit, valley):
 
 
 def test_valley_limit_moves_u_by_order_w_squared(valley):
-    """NOTES §7: Phi(u, w) = (u + O(|w|^2), 0)."""
+    """docs/paper_notes.md §7: Phi(u, w) = (u + O(|w|^2), 0)."""
     u = np.array([0.3, -0.2])
     scales = np.array([1e-1, 1e-2])
     points = np.array([np.r_[u, s * np.array([1.0, -0.5, 0.8])] for s in scales])
@@ -202,7 +202,7 @@ def test_limit_map_refuses_a_saddle():
     with pytest.raises(ValueError, match=r"not a minimum: f - min_loss = 1 > loss_tol"):
         flatmin.limit_map(bump, [0.0, 0.3])
     assert np.all(np.isnan(jax.jit(lambda x: flatmin.limit_map(bump, x))(jnp.array([0.0, 0.3]))))
-    assert np.isnan(flatmin.flatness(bump, jnp.array([0.0, 0.3]))["trace"])
+    assert np.isnan(flatmin.flatness(bump, jnp.array([0.0, 0.3]))["trbar_limit"])
     np.testing.assert_allclose(flatmin.limit_map(bump, [0.5, 0.3]), [1.0, 0.0], atol=1e-9)  # a minimum
     np.testing.assert_allclose(flatmin.limit_map(bump, [0.0, 0.3], loss_tol=2.0), [0.0, 0.0], atol=1e-9)
     # a wrong min_loss reads as "not a minimum" too, and the message says so
@@ -305,7 +305,7 @@ def test_flatness_measures_closed_form(hyperbola, hyperbola_flow):
     expected = {
         "distance": np.linalg.norm(OFF_POINTS - phi, axis=1),
         "loss_gap": (OFF_POINTS[:, 0] * OFF_POINTS[:, 1] - 1) ** 2,
-        "trace": np.sum(phi**2, axis=1),
+        "trbar_limit": np.sum(phi**2, axis=1),
         "tangent_grad_norm": np.abs(np.sum(tangents * 2 * phi, axis=1)),
     }
     for problem, tol in ((hyperbola, 1e-12), (hyperbola_flow, 1e-7)):
@@ -322,7 +322,7 @@ def test_flatness_batch_shapes(hyperbola):
     assert all(v.shape == (2, 3) for v in measures.values())
     single = flatmin.flatness(hyperbola, OFF_POINTS[0])
     assert all(v.shape == () for v in single.values())
-    np.testing.assert_allclose(measures["trace"][1, 0], single["trace"], rtol=1e-14)
+    np.testing.assert_allclose(measures["trbar_limit"][1, 0], single["trbar_limit"], rtol=1e-14)
 
 
 def test_flatness_nan_where_flow_does_not_converge():
@@ -402,7 +402,7 @@ def test_closed_form_limit_refuses_the_saddle_the_flow_reaches(point):
     with pytest.raises(ValueError, match="closed-form limit map of 'hyperbola'.*not a minimum: f - min_loss = 1"):
         flatmin.limit_map(problem, point)
     assert not bool(flatmin.is_flat(problem, jnp.array(point), 1e-2))
-    assert np.isnan(flatmin.flatness(problem, jnp.array(point))["trace"])
+    assert np.isnan(flatmin.flatness(problem, jnp.array(point))["trbar_limit"])
 
 
 def test_tangent_functions_check_the_rank(hyperbola):

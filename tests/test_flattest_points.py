@@ -1,4 +1,4 @@
-"""Flattest points and the distance to them (NOTES §7): the diagonal net's flattest interpolator, the
+"""Flattest points and the distance to them (docs/paper_notes.md §7): the diagonal net's flattest interpolator, the
 weighted basis-pursuit LP, against an independent solver, and Problem.distance_to_flattest on every family
 that defines it."""
 

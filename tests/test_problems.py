@@ -1,4 +1,4 @@
-"""Tests of the problem families (NOTES §7): losses, closed forms, flattest points, limit maps, params."""
+"""Tests of the problem families (docs/paper_notes.md §7): losses, closed forms, flattest points, limit maps, params."""
 
 import functools
 import math

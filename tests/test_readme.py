@@ -103,7 +103,7 @@ def test_the_add_a_method_example_runs_through_the_workflow_and_the_audit(tmp_pa
     table = pd.read_csv(folder / "results" / "anti" / "trajectories.csv")
     assert list(dict.fromkeys(table["algorithm"])) == ["gd", "rs", "anti_gd"]
     anti = table[table["algorithm"] == "anti_gd"]
-    first, last = (anti[anti["step"] == anti["step"].agg(f)]["trace"].mean() for f in ("min", "max"))
+    first, last = (anti[anti["step"] == anti["step"].agg(f)]["trbar_limit"].mean() for f in ("min", "max"))
     assert last < first - 0.05, (first, last)  # anticorrelated noise drifts toward the flatter minima
     assert (folder / "build" / "anti" / "figures" / "trajectories.png").stat().st_size > 0
     audit = pd.read_csv(folder / "build" / "anti" / "tables" / "audit.csv").set_index("id")

@@ -45,7 +45,7 @@ def test_metrics_columns_and_checkpoints(hyperbola):
     res = flatmin.run(hyperbola, "rs", HYPERBOLA_SHARP, {**RS, "final_gd_steps": 5}, 25, 2, 10, eps=1e-3)
     m = res.metrics
     assert list(m.columns[:6]) == ["step", "seed", "phase", "loss", "grad_norm", "perturbed_fraction"]
-    assert set(m.columns[6:]) == {"distance", "loss_gap", "trace", "tangent_grad_norm", "flat"}
+    assert set(m.columns[6:]) == {"distance", "loss_gap", "trbar_limit", "tangent_grad_norm", "flat"}
     assert m[m["seed"] == 1]["step"].tolist() == [0, 10, 20, 25, 30]
     assert m[m["seed"] == 0]["phase"].tolist() == ["main"] * 4 + ["final_gd"]
     assert res.iterates.shape == (2, 5, 2)
@@ -177,7 +177,7 @@ def test_measure_after_gd_measures_the_descended_points(hyperbola):
             x = x - RS["eta"] * np.asarray(jax.grad(hyperbola_loss)(x))
         descended.append(x)
     expected = flatmin.flatness(hyperbola, np.array(descended))
-    for name in ("distance", "trace", "tangent_grad_norm"):
+    for name in ("distance", "trbar_limit", "tangent_grad_norm"):
         np.testing.assert_allclose(res.metrics[name], expected[name], rtol=1e-10, atol=1e-14)
     assert np.all(res.metrics["distance"] < plain.metrics["distance"])
 

@@ -1,4 +1,4 @@
-"""Parameter schedules of Theorems 1 and 2 (NOTES.md §5): scalings, the SA switch at d^3 eps = 1,
+"""Parameter schedules of Theorems 1 and 2 (docs/paper_notes.md §5): scalings, the SA switch at d^3 eps = 1,
 consistency with the per-step decreases of Lemmas 2 and 4, and bad inputs."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def test_sa_dimension_dependence():
 @pytest.mark.parametrize("algorithm, dim", [("rs", None), ("sa", 3), ("sa", 50)])
 @pytest.mark.parametrize("eps", [1e-1, 1e-3, 1e-5])
 def test_schedules_give_lemma_decreases(algorithm, dim, eps):
-    """NOTES §5 check: while ||dPhi grad trbar|| >= sqrt(eps), the expected decrease per perturbed step,
+    """docs/paper_notes.md §5 check: while ||dPhi grad trbar|| >= sqrt(eps), the expected decrease per perturbed step,
     (d for SA) * eta' rho^2 / 2 * eps, is (c1 c2^2 / 2) times the Lemma 2 / 4 bound, and
     steps * bound = cT / delta (a trace drop of order one)."""
     delta, c1, c2, cT = 0.5, 2.0, 0.7, 3.0

@@ -301,7 +301,7 @@ class RunResult:
 
     Attributes:
       metrics: tidy DataFrame, one row per (seed, checkpoint), columns ``step, seed, phase, loss,
-        grad_norm, perturbed_fraction`` and, with ``measure=True``, ``distance, loss_gap, trace,
+        grad_norm, perturbed_fraction`` and, with ``measure=True``, ``distance, loss_gap, trbar_limit,
         tangent_grad_norm`` (:func:`flatmin.flatness`) and, with ``eps``, ``flat``
         (:func:`flatmin.measurement.measure`).
       final: last iterates, shape ``(num_seeds, d)``.

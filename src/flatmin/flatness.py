@@ -1,6 +1,6 @@
 """Measuring flatness: the limit map Phi, the normalized trace and its tangential gradient.
 
-Notation (NOTES.md §1): ``trbar(x) = tr(Hess f(x)) / d``; ``Phi(x)`` is the end point of the gradient
+Notation (docs/paper_notes.md §1): ``trbar(x) = tr(Hess f(x)) / d``; ``Phi(x)`` is the end point of the gradient
 flow from ``x``; at a minimum ``x*`` the Jacobian ``dPhi(x*)`` is the orthogonal projector onto the
 null space of ``Hess f(x*)``, the tangent space of the minima. A point ``x`` is (eps, eps')-flat when
 ``||x - Phi(x)|| <= eps`` (or, selectable, ``f(x) - f(Phi(x)) <= eps``) and
@@ -300,7 +300,7 @@ def _flatness_fn(problem: Problem, rel_tol: float):
         values = {
             "distance": jnp.linalg.norm(x - x_star),
             "loss_gap": problem.loss(x) - problem.loss(x_star),
-            "trace": _normalized_trace(problem.loss, problem.dim, x_star),
+            "trbar_limit": _normalized_trace(problem.loss, problem.dim, x_star),
             "tangent_grad_norm": jnp.linalg.norm(
                 _tangent_gradient(problem, x_star, problem.hessian_rank, rel_tol)
             ),
@@ -318,7 +318,7 @@ def flatness(problem: Problem, x: Array) -> dict[str, Array]:
     Returns a dict of arrays of the batch shape:
       ``distance``: ``||x - Phi(x)||``;
       ``loss_gap``: ``f(x) - f(Phi(x))``;
-      ``trace``: ``trbar(Phi(x))``;
+      ``trbar_limit``: ``trbar(Phi(x))``, the normalized trace at the limit point;
       ``tangent_grad_norm``: ``||dPhi(Phi(x)) grad trbar(Phi(x))||``.
     Entries are NaN where the gradient flow did not reach a minimum (see :func:`limit_map`).
     """

@@ -71,7 +71,7 @@ def measure(trajectory, *, flatness: bool = True, after_gd: int = 0, eps: float 
 
     Columns ``step, seed, phase`` (``"main"`` or ``"final_gd"``), ``loss, grad_norm`` (of the
     iterate), ``perturbed_fraction`` (the simulation's), and with ``flatness`` the measures of
-    :func:`flatmin.flatness` (``distance, loss_gap, trace, tangent_grad_norm``, at the point
+    :func:`flatmin.flatness` (``distance, loss_gap, trbar_limit, tangent_grad_norm``, at the point
     ``after_gd`` GD steps on), and with ``eps`` the boolean ``flat`` of the (eps, sqrt(eps)) test on
     them (``criterion``: ``"distance"`` or ``"loss_gap"``, see :func:`flatmin.is_flat`).
     """

@@ -1,7 +1,7 @@
 """The paper's flatness on a trained model (Setting 1, Definition 3): the gradient of the normalized
 Hessian trace along the manifold of interpolating parameters.
 
-Setting 1 (NOTES §3): ``f(x) = (1/n) sum_i l(p_i(x), y_i)`` with ``l`` minimized at ``p = y``; the minima
+Setting 1 (docs/paper_notes.md §3): ``f(x) = (1/n) sum_i l(p_i(x), y_i)`` with ``l`` minimized at ``p = y``; the minima
 are ``X* = {x : p(x) = y}``. At an interpolating ``x`` the tangent space of ``X*`` is the null space of the
 Jacobian ``J = dp/dx`` of all the predictions (every output of every example), and
 ``dPhi(x) grad trbar(x)`` is the projection of ``grad trbar(x)`` on that null space, with

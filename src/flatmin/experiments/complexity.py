@@ -179,8 +179,8 @@ def steps_to_flat(problem, algorithm: str, eps: float, config: dict, constants: 
         "budget": budget,
         "first_flat_step": first,
         "flat_fraction": by_seed["flat"].mean().to_numpy(),
-        "trace_start": metrics[metrics["step"] == 0].sort_values("seed")["trace"].to_numpy(),
-        "trace_end": by_seed["trace"].last().to_numpy(),
+        "trbar_limit_start": metrics[metrics["step"] == 0].sort_values("seed")["trbar_limit"].to_numpy(),
+        "trbar_limit_end": by_seed["trbar_limit"].last().to_numpy(),
         "flattest_trace": problem.flattest_trace,
     })
 
@@ -241,7 +241,7 @@ def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, theory_label: str,
 
 def plot(results: pd.DataFrame, config: dict):
     # first_flat_step is NaN by design where a run never became flat: those are annotated, not dropped.
-    check_finite(results, ["budget", "flat_fraction", "trace_end"], "complexity")
+    check_finite(results, ["budget", "flat_fraction", "trbar_limit_end"], "complexity")
     if results["first_flat_step"].notna().sum() == 0:
         raise ValueError("non-finite first_flat_step everywhere: no run became flat, nothing to plot")
     fig, axes = plt.subplots(1, 3, figsize=(15, 7), layout="constrained")

@@ -89,9 +89,9 @@ def measure_decrease(problem, algorithm: str, eps: float, seeds: int, constants:
         "eps": eps,
         "dim": problem.dim,
         "window": window,
-        "decrease_per_step": ((start["trace"] - end["trace"]) / window).to_numpy(),
+        "decrease_per_step": ((start["trbar_limit"] - end["trbar_limit"]) / window).to_numpy(),
         "decrease_per_perturbed_step": (
-            (start["trace"] - end["trace"]) / (window * end["perturbed_fraction"])
+            (start["trbar_limit"] - end["trbar_limit"]) / (window * end["perturbed_fraction"])
         ).to_numpy(),
         "tangent_grad_norm_start": start["tangent_grad_norm"].to_numpy(),
         "tangent_grad_norm_end": end["tangent_grad_norm"].to_numpy(),

@@ -58,7 +58,7 @@ from flatmin.settings import Count, ProblemSpec, Spec
 from flatmin.claims import Claim, point_estimate
 from flatmin.plotting import check_finite
 
-COLUMNS = ("point", "source", "x1", "x2", "t", "loss", "grad_norm", "trace", "trbar", "hess_eig_min",
+COLUMNS = ("point", "source", "x1", "x2", "t", "loss", "grad_norm", "hessian_trace", "trbar", "hess_eig_min",
            "hess_eig_max", "on_minima")
 
 #: ``|f| <= MINIMA_TOL`` counts as on the minima ``X*`` (column ``on_minima``).
@@ -116,7 +116,7 @@ def _functions(problem):
         "loss": jax.jit(loss),
         "grad": jax.jit(jax.grad(loss)),
         "hess": jax.jit(hess),
-        "trace": jax.jit(lambda x: jnp.trace(hess(x))),
+        "hessian_trace": jax.jit(lambda x: jnp.trace(hess(x))),
         "trace_grad": jax.jit(jax.grad(lambda x: jnp.trace(hess(x)))),
     }
 
@@ -125,9 +125,9 @@ def _row(fns, point: str, source: str, x, t=np.nan) -> dict:
     x = jnp.asarray(x, dtype=jnp.float64)
     eig = np.linalg.eigvalsh(np.asarray(fns["hess"](x)))
     loss = float(fns["loss"](x))
-    trace = float(fns["trace"](x))
+    trace = float(fns["hessian_trace"](x))
     return {"point": point, "source": source, "x1": float(x[0]), "x2": float(x[1]), "t": float(t),
-            "loss": loss, "grad_norm": float(jnp.linalg.norm(fns["grad"](x))), "trace": trace,
+            "loss": loss, "grad_norm": float(jnp.linalg.norm(fns["grad"](x))), "hessian_trace": trace,
             "trbar": trace / 2.0, "hess_eig_min": float(eig[0]), "hess_eig_max": float(eig[-1]),
             "on_minima": bool(abs(loss) <= MINIMA_TOL)}
 
@@ -141,7 +141,7 @@ def branch_minimum(fns, sign: float, t_range) -> tuple[float, float]:
 
     def objective(s):
         t = sign * np.exp(s)
-        return float(fns["trace"](jnp.array([t, 1.0 / t])))
+        return float(fns["hessian_trace"](jnp.array([t, 1.0 / t])))
 
     res = scipy.optimize.minimize_scalar(objective, bounds=(lo, hi), method="bounded",
                                          options={"xatol": 1e-12, "maxiter": 500})
@@ -182,7 +182,7 @@ def compute(config: dict) -> pd.DataFrame:
     progress("example1", f"{len(starts)} random starts: minimizing trbar and f over the plane")
     fns["loss_grad"] = fns["grad"]
     for i, start in enumerate(starts):
-        x = _plane_search(fns, "trace", "trace_grad", start)
+        x = _plane_search(fns, "hessian_trace", "trace_grad", start)
         rows.append(_row(fns, f"plane_trace_min_{i}", "numerical: min of tr Hess f over R^2", x))
         x = _plane_search(fns, "loss", "loss_grad", start)
         t = x[0] if abs(x[0] * x[1] - 1) < 1e-4 else np.nan
@@ -203,7 +203,7 @@ def min_trace_on_minima(results: pd.DataFrame) -> pd.DataFrame:
     """The numerical minimizers of the trace on each branch of ``X*``: per branch ``t``, ``trbar``
     (expected 2 at ``t = ±1``), ``loss`` (expected 0) and ``on_minima``."""
     rows = point_values(results).loc[["branch_min_plus", "branch_min_minus"]]
-    return rows[["t", "x1", "x2", "trbar", "trace", "loss", "on_minima"]]
+    return rows[["t", "x1", "x2", "trbar", "hessian_trace", "loss", "on_minima"]]
 
 
 def disjointness_gap(results: pd.DataFrame) -> float:
@@ -222,7 +222,7 @@ def plot(results: pd.DataFrame, config: dict):
     """(a) contours of ``f`` with ``X*``; (b) contours of ``tr Hess f`` with ``X*``, the flattest
     points and the trace minimizer; (c) ``trbar`` along ``X*`` against ``t``, with the numerical
     minimizers."""
-    check_finite(results, ["x1", "x2", "loss", "trace", "trbar"], "example1")
+    check_finite(results, ["x1", "x2", "loss", "hessian_trace", "trbar"], "example1")
     problem = _problem(config)
     fns = _functions(problem)
     extent, n = config["grid"]["extent"], config["grid"]["points"]
@@ -230,7 +230,7 @@ def plot(results: pd.DataFrame, config: dict):
     X1, X2 = np.meshgrid(axis, axis)
     pts = jnp.asarray(np.c_[X1.ravel(), X2.ravel()])
     F = np.asarray(jax.vmap(fns["loss"])(pts)).reshape(X1.shape)
-    T = np.asarray(jax.vmap(fns["trace"])(pts)).reshape(X1.shape)
+    T = np.asarray(jax.vmap(fns["hessian_trace"])(pts)).reshape(X1.shape)
     if not (np.all(np.isfinite(F)) and np.all(np.isfinite(T))):
         raise ValueError("example1: non-finite f or trace on the grid")
     pv = point_values(results)
@@ -271,7 +271,7 @@ def plot(results: pd.DataFrame, config: dict):
     ax = axes[2]
     lo, hi = config["t_range"]
     t = np.geomspace(max(lo, 1.0 / extent), min(hi, extent), 400)
-    tr_t = np.asarray(jax.vmap(fns["trace"])(jnp.asarray(np.c_[t, 1 / t]))) / 2.0
+    tr_t = np.asarray(jax.vmap(fns["hessian_trace"])(jnp.asarray(np.c_[t, 1 / t]))) / 2.0
     ax.plot(t, tr_t, color="crimson", label="trbar(t, 1/t) on X* (t > 0; t < 0 is the same)")
     for name, marker in (("branch_min_plus", "*"), ("branch_min_minus", "x")):
         ax.plot([abs(pv.loc[name, "t"])], [pv.loc[name, "trbar"]], marker, color="k", ms=12,

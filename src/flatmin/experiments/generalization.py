@@ -25,10 +25,10 @@ for three points derived from the iterate ``x_t`` (column ``point``):
     low-rank minima the minima are not a manifold and the flow is slow (~1 s a point), so it checks
     the ``after_gd`` stand-in rather than replacing it.
 
-and there: ``loss``, ``recovery_error`` and ``trace`` (``trbar = tr(Hess f)/d`` at that point). The
-references are repeated on every row of a problem: ``reference_error`` and ``reference_trace`` of the
+and there: ``loss``, ``recovery_error`` and ``trbar`` (``tr(Hess f)/d`` at that point). The
+references are repeated on every row of a problem: ``reference_error`` and ``reference_trbar`` of the
 flattest interpolator (diagonal net: the LP solution; matrix sensing: the ground truth
-``[U*, 0]``), ``start_error`` and ``start_trace`` of the sharp start.
+``[U*, 0]``), ``start_error`` and ``start_trbar`` of the sharp start.
 
 Settings (:class:`Settings`, whose defaults are the paper profile's; ``PRESETS["quick"]``):
 
@@ -74,7 +74,7 @@ from flatmin.claims import Claim, NotRun, instance_labels, point_estimate
 
 POINTS = ("iterate", "after_gd", "limit")
 COLUMNS = ("instance", "problem", "dim", "algorithm", "seed", "step", "point", "eta", "rho", "loss",
-           "recovery_error", "trace", "reference_error", "reference_trace", "start_error", "start_trace")
+           "recovery_error", "trbar", "reference_error", "reference_trbar", "start_error", "start_trbar")
 
 _DIAG = {
     "label": "diagonal_net",
@@ -228,9 +228,9 @@ def run_instance(instance: dict, config: dict) -> pd.DataFrame:
                 "instance": instance["label"], "problem": spec["name"], "dim": problem.dim,
                 "algorithm": algorithm, "seed": sub["seed"].to_numpy(), "step": sub["step"].to_numpy(),
                 "point": name, "eta": params["eta"], "rho": params.get("rho", 0.0),
-                "loss": loss, "recovery_error": err, "trace": tr,
-                "reference_error": ref_error, "reference_trace": ref_trace,
-                "start_error": start_error, "start_trace": start_trace,
+                "loss": loss, "recovery_error": err, "trbar": tr,
+                "reference_error": ref_error, "reference_trbar": ref_trace,
+                "start_error": start_error, "start_trbar": start_trace,
             }))
     return pd.concat(frames, ignore_index=True)
 
@@ -238,7 +238,7 @@ def run_instance(instance: dict, config: dict) -> pd.DataFrame:
 def compute(config: dict) -> pd.DataFrame:
     """Rows per (instance, algorithm, seed, checkpoint step, point); columns :data:`COLUMNS`."""
     results = pd.concat([run_instance(inst, config) for inst in config["instances"]], ignore_index=True)
-    bad = ~np.isfinite(results[["loss", "recovery_error", "trace"]].to_numpy(dtype=float)).all(axis=1)
+    bad = ~np.isfinite(results[["loss", "recovery_error", "trbar"]].to_numpy(dtype=float)).all(axis=1)
     if bad.any():
         raise FloatingPointError(f"generalization: non-finite values in {int(bad.sum())} rows")
     return results
@@ -257,18 +257,18 @@ def _select(results: pd.DataFrame, instance: str, point: str) -> pd.DataFrame:
 
 
 def final_by_method(results: pd.DataFrame, instance: str, point: str = "after_gd") -> pd.DataFrame:
-    """Per (algorithm, seed): ``recovery_error``, ``trace`` and ``loss`` at the last checkpoint, at
+    """Per (algorithm, seed): ``recovery_error``, ``trbar`` and ``loss`` at the last checkpoint, at
     ``point`` (``iterate``, ``after_gd`` or ``limit``), plus the references."""
     rows = _select(results, instance, point).sort_values("step")
     last = rows.groupby(["algorithm", "seed"]).tail(1).set_index(["algorithm", "seed"]).sort_index()
-    return last[["step", "recovery_error", "trace", "loss", "reference_error", "reference_trace",
-                 "start_error", "start_trace"]]
+    return last[["step", "recovery_error", "trbar", "loss", "reference_error", "reference_trbar",
+                 "start_error", "start_trbar"]]
 
 
 def references(results: pd.DataFrame) -> pd.DataFrame:
-    """Per instance: ``reference_error``, ``reference_trace`` (flattest interpolator), ``start_error``,
-    ``start_trace`` (the sharp start)."""
-    cols = ["reference_error", "reference_trace", "start_error", "start_trace"]
+    """Per instance: ``reference_error``, ``reference_trbar`` (flattest interpolator), ``start_error``,
+    ``start_trbar`` (the sharp start)."""
+    cols = ["reference_error", "reference_trbar", "start_error", "start_trbar"]
     return results.groupby("instance")[cols].first()
 
 
@@ -278,16 +278,16 @@ def error_trace_rank_correlation(results: pd.DataFrame, instance: str, point: st
     from scipy.stats import spearmanr  # as in flatmin.analysis: not at module level, for start-up time
 
     rows = _select(results, instance, point)
-    return float(spearmanr(rows["trace"], rows["recovery_error"]).statistic)
+    return float(spearmanr(rows["trbar"], rows["recovery_error"]).statistic)
 
 
 def limit_agreement(results: pd.DataFrame, instance: str) -> pd.Series:
     """Largest absolute difference between the ``after_gd`` stand-in and the exact ``Phi`` (``limit``)
-    in ``recovery_error`` and ``trace``, over the checkpoints where ``Phi`` was computed."""
+    in ``recovery_error`` and ``trbar``, over the checkpoints where ``Phi`` was computed."""
     key = ["algorithm", "seed", "step"]
     limit = _select(results, instance, "limit").set_index(key)
     after = _select(results, instance, "after_gd").set_index(key).loc[limit.index]
-    return (after[["recovery_error", "trace"]] - limit[["recovery_error", "trace"]]).abs().max()
+    return (after[["recovery_error", "trbar"]] - limit[["recovery_error", "trbar"]]).abs().max()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def limit_agreement(results: pd.DataFrame, instance: str) -> pd.Series:
 def plot(results: pd.DataFrame, config: dict):
     """Per instance: (a) recovery error and (b) ``trbar`` against iterations at ``after_gd`` (mean and
     ±1 SD band; thin lines: the raw iterates; markers: the exact ``Phi``), references dashed."""
-    check_finite(results, ["step", "loss", "recovery_error", "trace"], "generalization")
+    check_finite(results, ["step", "loss", "recovery_error", "trbar"], "generalization")
     instances = list(dict.fromkeys(results["instance"]))
     fig, axes = plt.subplots(len(instances), 2, figsize=(13, 4.6 * len(instances)), squeeze=False,
                              layout="constrained")
@@ -311,7 +311,7 @@ def plot(results: pd.DataFrame, config: dict):
         err_name = "‖β − β*‖₂" if problem == "diagonal_net" else "‖UUᵀ − M*‖_F"
         for ax, column, ylabel, ref_value in (
             (row[0], "recovery_error", f"recovery error {err_name}", ref["reference_error"]),
-            (row[1], "trace", "normalized trace trbar = tr(∇²f)/d", ref["reference_trace"]),
+            (row[1], "trbar", "normalized trace trbar = tr(∇²f)/d", ref["reference_trbar"]),
         ):
             for algorithm in _ordered(rows["algorithm"].unique()):
                 group = rows[rows["algorithm"] == algorithm]
@@ -336,7 +336,7 @@ def plot(results: pd.DataFrame, config: dict):
             ax.legend(fontsize=7)
         eta = rows["eta"].iloc[0]
         row[0].set_title(f"({letters[0]}) {label} (d={ref['dim']}): recovery of the ground truth, η={eta:g}")
-        row[1].set_title(f"({letters[1]}) {label}: flatness (sharp start {ref['start_trace']:.3g})")
+        row[1].set_title(f"({letters[1]}) {label}: flatness (sharp start {ref['start_trbar']:.3g})")
     fig.suptitle("E6: flat minima generalize — as RS and SA lower the trace, the recovery error falls to that "
                  "of the flattest interpolator;\nGD stays at the sharp start. Thick: after the final GD phase "
                  f"(mean ± 1 SD over {seeds} seeds); thin: raw iterates (mean); circles: exact Φ(xₜ)")
@@ -371,7 +371,7 @@ def _final_perturbed(results):
 def _excess_trace(results):
     """Largest relative excess ``(trbar_T - trbar_flat) / trbar_flat`` of RS and SA's final points."""
     rows = _final_perturbed(results)
-    return ((rows["trace"] - rows["reference_trace"]) / rows["reference_trace"]).max()
+    return ((rows["trbar"] - rows["reference_trbar"]) / rows["reference_trbar"]).max()
 
 
 def _error_left(results):

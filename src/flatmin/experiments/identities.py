@@ -1,4 +1,4 @@
-"""E1 — the estimator identities of NOTES.md §4, by Monte Carlo.
+"""E1 — the estimator identities of docs/paper_notes.md §4, by Monte Carlo.
 
 At a minimum ``x*`` with a one-dimensional tangent space (unit tangent ``t``), the tangential mean of
 the perturbation ``v`` is compared with the prediction

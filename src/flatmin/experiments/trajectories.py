@@ -61,7 +61,7 @@ from flatmin.plotting import check_finite
 
 #: Columns of the results table (plus ``x_0 .. x_{coords-1}``).
 COLUMNS = ("instance", "problem", "dim", "algorithm", "seed", "step", "eta", "rho", "loss", "grad_norm",
-           "perturbed_fraction", "distance", "loss_gap", "trace", "tangent_grad_norm",
+           "perturbed_fraction", "distance", "loss_gap", "trbar_limit", "tangent_grad_norm",
            "distance_to_flattest", "flattest_trace")
 
 _HYPERBOLA = {
@@ -170,7 +170,7 @@ def run_instance(instance: dict, seeds, start_seed: int, coords: int) -> pd.Data
             "perturbed_fraction": m["perturbed_fraction"].to_numpy(),
             "distance": m["distance"].to_numpy(),
             "loss_gap": m["loss_gap"].to_numpy(),
-            "trace": m["trace"].to_numpy(),
+            "trbar_limit": m["trbar_limit"].to_numpy(),
             "tangent_grad_norm": m["tangent_grad_norm"].to_numpy(),
             "distance_to_flattest": nearest_flattest_distance(problem, points),
             "flattest_trace": np.nan if problem.flattest_trace is None else problem.flattest_trace,
@@ -186,7 +186,7 @@ def compute(config: dict) -> pd.DataFrame:
     frames = [run_instance(inst, config["seeds"], int(config["start_seed"]), int(config["coords"]))
               for inst in config["instances"]]
     results = pd.concat(frames, ignore_index=True)
-    if not np.all(np.isfinite(results["trace"])):
+    if not np.all(np.isfinite(results["trbar_limit"])):
         raise FloatingPointError("trajectories: non-finite trbar(Phi) (the gradient flow did not converge)")
     return results
 
@@ -209,17 +209,17 @@ def _one_instance(results: pd.DataFrame, instance: str | None) -> pd.DataFrame:
 
 def final_rows(results: pd.DataFrame, instance: str | None = None) -> pd.DataFrame:
     """The last checkpoint of every (algorithm, seed) of ``instance``, indexed by (algorithm, seed),
-    with ``trace_start`` (``trbar(Phi(x_0))``) added."""
+    with ``trbar_limit_start`` (``trbar(Phi(x_0))``) added."""
     rows = _one_instance(results, instance).sort_values("step")
     last = rows.groupby(["algorithm", "seed"]).tail(1).set_index(["algorithm", "seed"]).sort_index()
     first = rows.groupby(["algorithm", "seed"]).head(1).set_index(["algorithm", "seed"])
-    return last.assign(trace_start=first["trace"].reindex(last.index))
+    return last.assign(trbar_limit_start=first["trbar_limit"].reindex(last.index))
 
 
 def final_trace_by_method(results: pd.DataFrame, instance: str | None = None) -> pd.Series:
     """Mean over seeds of the final ``trbar(Phi(x_T))`` per algorithm (a Series indexed by algorithm).
-    Per-seed values for intervals: ``final_rows(results)["trace"]``."""
-    return final_rows(results, instance)["trace"].groupby("algorithm").mean()
+    Per-seed values for intervals: ``final_rows(results)["trbar_limit"]``."""
+    return final_rows(results, instance)["trbar_limit"].groupby("algorithm").mean()
 
 
 def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | None = None) -> float:
@@ -229,8 +229,8 @@ def trace_drift(results: pd.DataFrame, algorithm: str = "gd", instance: str | No
     rows = rows[rows["algorithm"] == algorithm]
     if rows.empty:
         raise ValueError(f"no rows of algorithm {algorithm!r}")
-    start = rows.sort_values("step").groupby("seed")["trace"].transform("first")
-    return float(np.max(np.abs(rows["trace"] - start)))
+    start = rows.sort_values("step").groupby("seed")["trbar_limit"].transform("first")
+    return float(np.max(np.abs(rows["trbar_limit"] - start)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def plot(results: pd.DataFrame, config: dict):
     """Per instance: (a) ``trbar(Phi(x_t))`` and (b) distance to the flattest point against iterations
     (mean and ±1 SD band over seeds); (c) the paths in the plane for ``picture.instance``, else the
     loss against iterations."""
-    check_finite(results, ["step", "trace", "loss"], "trajectories")
+    check_finite(results, ["step", "trbar_limit", "loss"], "trajectories")
     known = results.groupby("instance")["distance_to_flattest"].transform(lambda d: d.notna().any())
     check_finite(results[known], ["distance_to_flattest"], "trajectories")
     instances = list(dict.fromkeys(results["instance"]))
@@ -305,7 +305,7 @@ def plot(results: pd.DataFrame, config: dict):
     for k, (row, label) in enumerate(zip(axes, instances)):
         a, b, c = (chr(ord("a") + 3 * k + i) for i in range(3))
         rows = results[results["instance"] == label]
-        _band(row[0], rows, "trace")
+        _band(row[0], rows, "trbar_limit")
         flat = rows["flattest_trace"].iloc[0]
         if np.isfinite(flat):
             row[0].axhline(flat, color="gold", ls="--", lw=1, label=f"flattest trbar = {flat:g}")

@@ -1,4 +1,4 @@
-"""Diagonal linear net regression: ``f(u, v) = (1/2n) ||X (u*u - v*v) - y||^2``, ``n < p`` (NOTES §7).
+"""Diagonal linear net regression: ``f(u, v) = (1/2n) ||X (u*u - v*v) - y||^2``, ``n < p`` (docs/paper_notes.md §7).
 
 ``x = (u, v) in R^{2p}``, ``beta = u*u - v*v``. On ``X* = {X beta = y}`` the Hessian is ``(1/n) J^T J``
 with ``J = X [diag(2u), -diag(2v)]``, so ``tr Hess = 4 sum_j c_j (u_j^2 + v_j^2)``, ``c_j = ||X_j||^2/n``.
@@ -10,7 +10,7 @@ Caveats. ``hessian_rank = n`` holds where ``J`` has rank ``n`` (e.g. at the star
 recovers ``beta*``) the rank drops to ``|supp beta|``: ``X*`` is not a manifold there and ``f`` is
 quartic off it. The default instance (seed 0) does not recover ``beta*``: its LP solution has ``n``
 nonzeros and ``X*`` is a manifold there. Every basic solution (``u_j v_j = 0``, ``n`` nonzeros) is a
-first-order stationary point of ``trbar`` on ``X*`` (so passes the flatness test of NOTES §1); only
+first-order stationary point of ``trbar`` on ``X*`` (so passes the flatness test of docs/paper_notes.md §1); only
 LP-optimal ones are local minima of ``trbar`` on ``X*`` (second order: the LP's reduced costs).
 """
 

@@ -1,4 +1,5 @@
-"""Negative control: symmetric factorisation ``f(U) = (1/4) ||U U^T - M||_F^2``, fully observed (NOTES §7).
+"""Negative control: symmetric factorisation ``f(U) = (1/4) ||U U^T - M||_F^2``, fully observed,
+see docs/paper_notes.md §7.
 
 ``U in R^{m x r}``, ``x = U.reshape(-1)``, ``d = m r``, ``M = U* U*^T`` of rank ``r`` (``U*`` iid
 N(0, 1/m)), so ``X* = {U* Q : Q in O(r)}``. At a minimum the Hessian's quadratic form is

@@ -1,4 +1,4 @@
-"""Hyperbola / scalar deep linear net: ``f(u) = (prod_i u_i - 1)^2``, ``u in R^L`` (NOTES §1, §7).
+"""Hyperbola / scalar deep linear net: ``f(u) = (prod_i u_i - 1)^2``, ``u in R^L`` (docs/paper_notes.md §1, §7).
 
 ``L = 2`` is the paper's Example 1, ``f(x, y) = (xy - 1)^2``. On ``X* = {prod u = 1}`` the Hessian is
 ``2 g g^T`` with ``g_i = 1/u_i``, so ``tr Hess = 2 sum_i 1/u_i^2`` and ``trbar = (2/L) sum_i 1/u_i^2``,

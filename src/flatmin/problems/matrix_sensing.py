@@ -1,4 +1,5 @@
-"""Symmetric matrix sensing: ``f(U) = (1/2N) sum_k (<A_k, U U^T> - y_k)^2``, ``U in R^{m x r}`` (NOTES §7).
+"""Symmetric matrix sensing: ``f(U) = (1/2N) sum_k (<A_k, U U^T> - y_k)^2``, ``U in R^{m x r}``,
+see docs/paper_notes.md §7.
 
 ``x = U.reshape(-1)`` (row-major), ``d = m r``. ``A_k = (G_k + G_k^T)/2`` with ``G_k`` iid N(0, 1) entries
 (so ``E <A_k, Z>^2 = ||Z||_F^2`` for symmetric ``Z``), ``y = A(U* U*^T)`` for a ground truth

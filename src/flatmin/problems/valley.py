@@ -1,4 +1,5 @@
-"""Valleys: ``x = (u, w)``, ``u in R^m``, ``w in R^k``, ``f = (1/2) sum_j c_j b(u) w_j^2`` (NOTES §5, §7).
+"""Valleys: ``x = (u, w)``, ``u in R^m``, ``w in R^k``, ``f = (1/2) sum_j c_j b(u) w_j^2``,
+see docs/paper_notes.md §5, §7.
 
 ``X* = {w = 0}``, ``hessian_rank = k``, and at ``w = 0`` the Hessian is ``diag(0_m, c b(u))``, so
 ``trbar(u, 0) = C b(u)`` with ``C = sum_j c_j / (m + k)`` and ``dPhi`` projects on the ``u``-coordinates.
@@ -7,7 +8,7 @@ Each ``b >= 1`` with ``min b = 1``, so ``flattest_trace = C``. Training-loss for
 Three shapes ``b``, one registered name each:
 
 - ``valley_bowl``: ``b = 1 + ||u||^2/2``, trace strongly convex along ``X*``, flattest at ``u = 0``.
-- ``valley_ramp``: the ramp of NOTES §5, ``trbar`` falls with slope ``s = slope_factor sqrt(eps)``
+- ``valley_ramp``: the ramp of docs/paper_notes.md §5, ``trbar`` falls with slope ``s = slope_factor sqrt(eps)``
   over a drop ``drop``, then bottoms out smoothly at ``u = 0``.
 - ``valley_wells``: a tilted double well in each ``u_i``, flat minima at every ``u in {-1, +1}^m``,
   flattest at ``u = (1, ..., 1)``.
