@@ -31,7 +31,12 @@ class Schedule:
       iterations: ``(eps, delta, dim) -> T / cT``, Table 1's iteration count.
       decrease: ``(eps, delta, dim) ->`` the per-step decrease of ``trbar(Phi(x_t))`` of its lemma.
       radius: ``(c2, eps, delta, dim) -> rho``.
+      rate, decrease_rate: ``iterations`` and ``decrease`` written out for figure legends.
+      identity_factor: ``dim ->`` the factor of ``(rho^2/2) dPhi grad trbar`` in the mean tangential
+        perturbation (the estimator identity, docs/paper_notes.md §4: 1 for RS, ``d`` for SA), with
+        ``identity`` written out.
       needs_dim: whether the rates depend on ``d``.
+      final_gd_phase: whether the algorithm ends with plain GD steps before its output (SA).
       fixed: parameters the theorem fixes (SA: ``batch_size = 1``).
     """
 
@@ -39,7 +44,12 @@ class Schedule:
     iterations: Callable[[float, float, int | None], float]
     decrease: Callable[[float, float, int | None], float]
     radius: Callable[[float, float, float, int | None], float]
+    rate: str = ""
+    decrease_rate: str = ""
+    identity_factor: Callable[[int], float] = lambda dim: 1.0
+    identity: str = "ρ²/2 ∂trbar"
     needs_dim: bool = False
+    final_gd_phase: bool = False
     fixed: Mapping = dataclasses.field(default_factory=dict)
 
 

@@ -52,8 +52,6 @@ def schedule(algorithm: str, problem, eps: float, constants: dict) -> tuple[dict
     constants.setdefault("beta", problem.smoothness or 1.0)
     params = theory_params(algorithm, eps, dim=problem.dim, **constants)
     steps = params.pop("steps")
-    if algorithm == "sa" and problem.num_samples is not None:
-        params["batch_size"] = 1
     return params, int(steps)
 
 

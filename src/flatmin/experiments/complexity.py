@@ -29,6 +29,8 @@ import flatmin.settings
 from flatmin.claims import Claim, SweepExponent, point_estimate, select, sweep_exponent
 from flatmin.experiments._sweeps import make_instance, progress, schedule
 from flatmin.plotting import check_finite, log_log, slope_label
+from flatmin.method import get_method
+from flatmin.theory import schedule_of, theory_methods
 from flatmin.settings import (
     ConstantsPerAlgorithm, Count, DimValues, EpsLists, Identifier, Instance, LabelledProblem, Seeds, Spec,
     TheoryAlgorithm,
@@ -155,7 +157,7 @@ def steps_to_flat(problem, algorithm: str, eps: float, config: dict, constants: 
     ``sweep`` (its label and config key) name it in the error raised when the start is already flat
     (a step count of 0 measures nothing)."""
     params, budget = schedule(algorithm, problem, eps, {**config["constants"][algorithm], **(constants or {})})
-    after_gd = config["final_gd_steps"] if algorithm == "sa" else 0
+    after_gd = config["final_gd_steps"] if schedule_of(algorithm).final_gd_phase else 0
     record_every = max(1, budget // config["records"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", flatmin.AlreadyFlatWarning)
@@ -193,7 +195,7 @@ def compute(config: dict) -> pd.DataFrame:
         for algorithm, eps_list in spec.get("eps", sweep["eps"]).items():
             for eps in eps_list:
                 problem = make_instance(spec, eps)
-                if algorithm == "sa" and not problem.is_training_loss:
+                if "training_loss" in get_method(algorithm).needs and not problem.is_training_loss:
                     continue
                 progress("complexity", f"{spec['label']} {algorithm} eps={eps}")
                 run_config = {**config, "records": spec.get("records") or config["records"]}
@@ -247,10 +249,10 @@ def plot(results: pd.DataFrame, config: dict):
     fig, axes = plt.subplots(1, 3, figsize=(15, 7), layout="constrained")
     eps_rows = results[results["sweep"] == "eps"]
     instances = sorted(eps_rows["instance"].unique())
-    _panel(axes[0], eps_rows[eps_rows["algorithm"] == "rs"], "eps", "instance", "ε⁻³", instances)
-    axes[0].set(xlabel="target accuracy ε", title="(a) RS (Theorem 1) against ε")
-    _panel(axes[1], eps_rows[eps_rows["algorithm"] == "sa"], "eps", "instance", "d⁻¹ε⁻²max{1, 1/(d³ε)}", instances)
-    axes[1].set(xlabel="target accuracy ε", title="(b) SA (Theorem 2) against ε")
+    for ax, letter, name in zip(axes[:2], "ab", theory_methods()):
+        schedule, label = schedule_of(name), get_method(name).label.split(" (")[0]
+        _panel(ax, eps_rows[eps_rows["algorithm"] == name], "eps", "instance", schedule.rate, instances)
+        ax.set(xlabel="target accuracy ε", title=f"({letter}) {label} ({schedule.theorem}) against ε")
     _panel(axes[2], results[results["sweep"] == "dim"], "dim", "algorithm", "theorem")
     axes[2].set(xlabel="dimension d", title=f"(c) RS and SA against d on the {config['dim_sweep']['instance']['label']}, "
                              f"ε={config['dim_sweep']['eps']}")

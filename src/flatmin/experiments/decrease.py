@@ -24,7 +24,7 @@ import flatmin.settings
 from flatmin.experiments._sweeps import make_instance, progress, schedule
 from flatmin.plotting import check_finite, log_log, slope_label
 from flatmin.settings import ConstantsPerAlgorithm, DimValues, EpsLists, Identifier, Seeds, Spec, SweepProblem
-from flatmin.theory import decrease_bound
+from flatmin.theory import decrease_bound, schedule_of
 from flatmin.claims import Claim, sweep_exponent
 
 ORDER = 2
@@ -135,8 +135,7 @@ def plot(results: pd.DataFrame, config: dict):
             bound = group.groupby(level)["bound"].first()
             scale = stats["mean"].iloc[0] / bound.iloc[0]
             ax.plot(bound.index, scale * bound.to_numpy(), "--", color=f"C{i}",
-                    label=f"{algorithm.upper()} lemma rate " + ("ε³" if algorithm == "rs" else "d min{1,εd³} ε²")
-                    + " (scaled)")
+                    label=f"{algorithm.upper()} lemma rate {schedule_of(algorithm).decrease_rate} (scaled)")
         log_log(ax)
         ax.set(xlabel=xlabel, ylabel="decrease of trbar(Φ(x)) per perturbed step")
         ax.legend(fontsize=7, title=f"95% CI; local slopes by increasing {level}", title_fontsize=7)

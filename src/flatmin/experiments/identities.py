@@ -33,7 +33,9 @@ from flatmin.claims import Claim, point_estimate, select, z_ratio
 from flatmin.experiments._sweeps import progress
 from flatmin.plotting import check_finite, log_log
 from flatmin.flatness import normalized_trace, tangent_projector
+from flatmin.method import get_method
 from flatmin.settings import Count, ProblemSpec
+from flatmin.theory import schedule_of, theory_methods
 
 ORDER = 1
 CAPTION = (
@@ -112,7 +114,7 @@ _ONE_BATCH = 65_536
 
 @functools.lru_cache(maxsize=32)
 def _sampler(problem, algorithm: str, draws: int):
-    options = {"batch_size": 1} if algorithm == "sa" else {}  # Lemma 3's SA samples one f_i
+    options = schedule_of(algorithm).fixed  # the analysed algorithm: SA samples one f_i
 
     @jax.jit
     def samples(x_star, t, rho, key):
@@ -131,7 +133,7 @@ def tangential_mean(problem, algorithm: str, x_star, rho: float, draws: int, key
     x_star = jnp.asarray(x_star, dtype=jnp.float64)
     t, slope = _tangent_and_slope(problem, x_star)
     samples = _sampler(problem, algorithm, draws)(x_star, t, rho, key)
-    factor = problem.dim if algorithm == "sa" else 1
+    factor = schedule_of(algorithm).identity_factor(problem.dim)
     return {
         "measured": float(samples.mean()),
         "se": float(samples.std(ddof=1) / np.sqrt(draws)),
@@ -146,7 +148,7 @@ def compute(config: dict) -> pd.DataFrame:
     rows = []
     spec = config["rho_problem"]
     problem = flatmin.make_problem(spec["name"], **spec.get("params", {}))
-    for algorithm in ("rs", "sa"):
+    for algorithm in theory_methods():
         for rho in config["rhos"]:
             key, sub = jax.random.split(key)
             progress("identities", f"{algorithm} rho={rho}")
@@ -159,7 +161,7 @@ def compute(config: dict) -> pd.DataFrame:
         m = params.get("m", 1)
         problem = flatmin.make_problem(spec["name"], **{**params, "k": dim - m})
         x_star = jnp.r_[jnp.full(m, config["dim_point_u"]), jnp.zeros(dim - m)]
-        for algorithm in ("rs", "sa"):
+        for algorithm in theory_methods():
             key, sub = jax.random.split(key)
             progress("identities", f"{algorithm} d={dim}")
             stats = tangential_mean(problem, algorithm, x_star, config["dim_rho"], config["draws"], sub)
@@ -168,7 +170,8 @@ def compute(config: dict) -> pd.DataFrame:
     spec = config["control_problem"]
     problem = flatmin.make_problem(spec["name"], **spec.get("params", {}))
     x_star = jnp.asarray(problem.flattest_points)[0]
-    for algorithm in ("rs", "sa") if problem.is_training_loss else ("rs",):
+    for algorithm in [a for a in theory_methods()
+                      if problem.is_training_loss or "training_loss" not in get_method(a).needs]:
         key, sub = jax.random.split(key)
         progress("identities", f"control {algorithm} on {spec['name']}")
         stats = tangential_mean(problem, algorithm, x_star, config["control_rho"], config["draws"], sub)
@@ -212,12 +215,13 @@ def plot(results: pd.DataFrame, config: dict):
     check_finite(results, ["measured", "se", "predicted"], "identities")
     fig, (ax_rho, ax_dim) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     rho_rows = results[results["part"] == "rho"]
-    for algorithm, color in (("rs", "C0"), ("sa", "C1")):
+    for i, algorithm in enumerate(theory_methods()):
+        color = f"C{i}"
         rows = rho_rows[rho_rows["algorithm"] == algorithm]
         ax_rho.errorbar(rows["rho"], rows["measured"], yerr=2 * rows["se"], fmt="o", color=color,
                         label=f"{algorithm.upper()} measured (±2 SE)")
         ax_rho.plot(rows["rho"], rows["predicted"], "-", color=color,
-                    label=f"{algorithm.upper()} predicted " + ("d ρ²/2 ∂trbar" if algorithm == "sa" else "ρ²/2 ∂trbar"))
+                    label=f"{algorithm.upper()} predicted {schedule_of(algorithm).identity}")
     log_log(ax_rho)
     ax_rho.set(xlabel="perturbation radius ρ",
                ylabel="tangential mean of v (parameter units)",

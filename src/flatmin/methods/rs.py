@@ -33,6 +33,8 @@ class RS(Gated):
         iterations=lambda eps, delta, dim: eps**-3 * delta**-4,
         decrease=lambda eps, delta, dim: delta**3 * eps**3,
         radius=lambda c2, eps, delta, dim: c2 * delta * math.sqrt(eps),
+        rate="ε⁻³",
+        decrease_rate="ε³",
     )
     project = True
 

@@ -78,7 +78,12 @@ class SA(Gated):
         iterations=lambda eps, delta, dim: eps**-2 / dim * max(1.0, 1.0 / (dim**3 * eps)) * delta**-4,
         decrease=lambda eps, delta, dim: dim * min(1.0, eps * dim**3) * delta**3 * eps**2,
         radius=lambda c2, eps, delta, dim: c2 * delta * min(1.0, dim**1.5 * math.sqrt(eps)),
+        rate="d⁻¹ε⁻²max{1, 1/(d³ε)}",
+        decrease_rate="d min{1,εd³} ε²",
+        identity_factor=lambda dim: dim,
+        identity="d ρ²/2 ∂trbar",
         needs_dim=True,
+        final_gd_phase=True,
         fixed={"batch_size": 1},
     )
 
