@@ -35,8 +35,9 @@ import numpy as np
 
 from flatmin._discovery import Discovery
 
-#: What a method may need of the loss: a training loss is a mean of per-sample losses (Setting 1).
-NEEDS = ("training_loss",)
+#: What a method may need of the loss: a training loss is a mean of per-sample losses (Setting 1);
+#: ``targets``: the samples' targets, which the method may replace (:meth:`Oracle.loss_with_targets`).
+NEEDS = ("training_loss", "targets")
 
 
 class _Required:
@@ -212,17 +213,22 @@ class Method:
 class Oracle:
     """A method's access to the loss at hand: ``loss``, ``grad``, ``value_and_grad`` at any point,
     ``full_grad`` (the gradient of the whole loss: the same as ``grad`` unless this oracle is a
-    mini-batch of a larger loss), ``sample_losses`` (per-sample losses of the samples at hand) and
-    ``minibatch(key, size)``.
+    mini-batch of a larger loss), and where the loss has samples: ``size`` (how many are at hand),
+    ``sample_losses`` (their losses), ``sample(i)`` (the oracle of the ``i``-th alone), ``minibatch(key,
+    size)``, and where it has targets: ``targets`` and ``loss_with_targets(x, targets)`` (the loss at hand
+    with the samples' targets replaced).
 
     The value and gradient at a point are computed once per point object while tracing, so a method
     and its caller asking for the gradient at the same ``x`` share one evaluation.
     """
 
     def __init__(self, loss: Callable, *, full_loss: Callable | None = None, sample_losses: Callable | None = None,
-                 minibatch: Callable | None = None, source: str = "the loss"):
+                 minibatch: Callable | None = None, sample: Callable | None = None, size: int | None = None,
+                 targets=None, loss_with_targets: Callable | None = None, source: str = "the loss"):
         self._loss, self._full_loss = loss, full_loss
         self._sample_losses, self._minibatch, self._source = sample_losses, minibatch, source
+        self._sample, self.size = sample, size
+        self._targets, self._loss_with_targets = targets, loss_with_targets
         self._memo: dict[int, tuple] = {}
 
     def loss(self, x):
@@ -252,6 +258,25 @@ class Oracle:
             raise ValueError(f"{self._source} gives no per-sample losses: this method needs a training loss")
         return self._sample_losses(x)
 
+    def sample(self, i) -> Oracle:
+        """The oracle of the ``i``-th sample at hand alone (``i`` may be traced, e.g. under ``vmap``)."""
+        if self._sample is None:
+            raise ValueError(f"{self._source} gives no per-sample losses: this method needs a training loss")
+        return self._sample(i)
+
+    @property
+    def targets(self):
+        if self._targets is None:
+            raise ValueError(f"{self._source} gives no targets: this method perturbs them (in the model API pass "
+                             "targets=(get, put))")
+        return self._targets
+
+    def loss_with_targets(self, x, targets):
+        """The loss at hand at ``x`` with the samples' targets replaced by ``targets``."""
+        if self._loss_with_targets is None:
+            raise ValueError(f"{self._source} gives no targets: this method perturbs them")
+        return self._loss_with_targets(x, targets)
+
     def minibatch(self, key: jax.Array, size: int) -> Oracle:
         """The oracle of ``size`` samples drawn uniformly without replacement."""
         if self._minibatch is None:
@@ -261,18 +286,30 @@ class Oracle:
 
 
 def problem_oracle(problem) -> Oracle:
-    """The oracle of a :class:`flatmin.Problem`: its loss, and for a training loss its samples."""
+    """The oracle of a :class:`flatmin.Problem`: its loss, and for a training loss its samples (and, where
+    the problem gives them, their predictions' targets)."""
     if not problem.is_training_loss:
         return Oracle(problem.loss, source=f"problem {problem.name!r}")
     n = problem.num_samples
 
+    def of_samples(idx, loss, full_loss, source):
+        def sample(i):
+            one = idx[i][None]
+            return Oracle(lambda y: problem.losses_of(y, one)[0], source=f"a sample of {problem.name!r}")
+
+        labelled = problem.predictions is not None
+        return Oracle(loss, full_loss=full_loss, sample_losses=lambda y: problem.losses_of(y, idx), sample=sample,
+                      size=int(idx.shape[0]), minibatch=None if full_loss is not None else minibatch,
+                      targets=jnp.asarray(problem.targets)[idx] if labelled else None,
+                      loss_with_targets=(lambda y, t: jnp.mean(problem.square_loss_scale * (
+                          problem.predictions(y)[idx] - t) ** 2)) if labelled else None, source=source)
+
     def minibatch(key, size):
         idx = jax.random.choice(key, n, (size,), replace=False)
-        return Oracle(lambda y: jnp.mean(problem.losses_of(y, idx)), full_loss=problem.loss,
-                      sample_losses=lambda y: problem.losses_of(y, idx), source=f"a mini-batch of {problem.name!r}")
+        return of_samples(idx, lambda y: jnp.mean(problem.losses_of(y, idx)), problem.loss,
+                          f"a mini-batch of {problem.name!r}")
 
-    return Oracle(problem.loss, sample_losses=lambda y: problem.losses_of(y, jnp.arange(n)), minibatch=minibatch,
-                  source=f"problem {problem.name!r}")
+    return of_samples(jnp.arange(n), problem.loss, None, f"problem {problem.name!r}")
 
 
 # --------------------------------------------------------------------------------------------------

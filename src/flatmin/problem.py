@@ -53,6 +53,10 @@ class Problem:
       flattest_distance: optional ``x (d,) -> ()``, the exact distance from ``x`` to the set of
         flattest minima, for families where that set is more than ``flattest_points`` (e.g. all the
         sign flips of a diagonal net's flattest point). Default: the nearest of ``flattest_points``.
+      predictions, targets: optional, for a square loss: ``predictions: x (d,) -> (n,)`` and ``targets``
+        ``(n,)`` with ``sample_losses(x) = square_loss_scale * (predictions(x) - targets)^2``; what a
+        method that perturbs the targets needs (label-noise SGD).
+      square_loss_scale: the factor of that square loss (``1/2`` unless given).
       initial_point: optional ``key -> (d,)``: a sharp point near the minima, the default start.
       smoothness: optional bound ``beta`` on the Hessian norm near ``initial_point``; step sizes of
         the theory schedules are ``c / beta``.
@@ -74,6 +78,9 @@ class Problem:
     flattest_trace: float | None = None
     flattest_points: Any = None
     flattest_distance: Callable[[Array], Array] | None = None
+    predictions: Callable[[Array], Array] | None = None
+    targets: Any = None
+    square_loss_scale: float = 0.5
     initial_point: Callable[[Array], Array] | None = None
     smoothness: float | None = None
     params: dict = dataclasses.field(default_factory=dict)
@@ -89,6 +96,10 @@ class Problem:
                 f"Problem {self.name!r}: sample_losses/batch_losses need num_samples >= 1, "
                 f"got {self.num_samples!r}"
             )
+        if (self.predictions is None) != (self.targets is None) or (
+                self.predictions is not None and self.sample_losses is None):
+            raise ValueError(f"Problem {self.name!r}: predictions and targets go together, with sample_losses "
+                             f"(their square loss); got predictions={self.predictions!r}, targets={self.targets!r}")
         if self.hessian_rank is not None and not 0 <= self.hessian_rank <= self.dim:
             raise ValueError(
                 f"Problem {self.name!r}: hessian_rank must lie in [0, dim={self.dim}], "

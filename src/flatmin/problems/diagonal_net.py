@@ -125,6 +125,8 @@ def diagonal_net(n=10, p=30, sparsity=3, seed=0, offset=1.0, noise=1e-3) -> Prob
         flattest_trace=float(2.0 / p * np.sum(data.weights * np.abs(data.beta_flattest))),
         flattest_points=x_flat[None],
         flattest_distance=lambda x: jnp.linalg.norm(jnp.abs(x) - x_flat),
+        predictions=lambda x: X @ (x[:p] ** 2 - x[p:] ** 2),
+        targets=y,
         initial_point=jittered(x_sharp, noise),
         smoothness=hessian_norm(loss, x_sharp),
         params=dict(n=n, p=p, sparsity=sparsity, seed=seed, offset=offset, noise=noise),

@@ -116,6 +116,8 @@ def matrix_sensing(m=10, r=5, r_star=1, N=30, seed=0, init_scale=2.0, noise=1e-3
         sample_losses=sample_losses,
         num_samples=N,
         hessian_rank=N,
+        predictions=lambda x: jnp.einsum("kij,ij->k", A, x.reshape(m, r) @ x.reshape(m, r).T),
+        targets=y,
         initial_point=jittered(data.x_sharp, noise),
         smoothness=hessian_norm(loss, data.x_sharp),
         params=dict(m=m, r=r, r_star=r_star, N=N, seed=seed, init_scale=init_scale, noise=noise),
