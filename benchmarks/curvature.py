@@ -79,7 +79,7 @@ def conv_model():
 
 def mlp_model():
     data = nets.load_data("digits", n_train=500, n_test=1297, seed=0)
-    model, x0 = nets.FlatMLP.create(jax.random.PRNGKey(0), [64, 64, 64, 10], "tanh", "mse")
+    model, x0 = nets.RaveledMLP.create(jax.random.PRNGKey(0), [64, 64, 64, 10], "tanh", "mse")
 
     def loss(p, batch):
         return model.mean_loss(p, *batch)

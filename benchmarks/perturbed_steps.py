@@ -38,7 +38,7 @@ TARGET_SA_RATIO = 2.2
 
 def escape_model():
     data = nets.load_data("digits", n_train=500, n_test=1297, seed=0)
-    model, x0 = nets.FlatMLP.create(jax.random.PRNGKey(0), [64, 64, 64, 10], "tanh", "mse")
+    model, x0 = nets.RaveledMLP.create(jax.random.PRNGKey(0), [64, 64, 64, 10], "tanh", "mse")
     return model, x0, jnp.asarray(data["x"]), jnp.asarray(data["y"])
 
 

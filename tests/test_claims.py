@@ -252,16 +252,19 @@ def test_evaluate_missing_parts_of_other_experiments_are_not_run(experiment, tab
 
 def test_escape_claims_whose_runs_the_config_left_out_are_not_run():
     sgd_only = pd.DataFrame([{"method": "sgd", "batch": 8, "rho": 0.0, "seed": seed, "step": step, "train_acc": 1.0,
-                              "test_acc": 0.5, "loss": 0.0, "trace": 10.0, "trace_se": 0.1}
+                              "test_acc": 0.5, "loss": 0.0, "hessian_trace": 10.0, "hessian_trace_se": 0.1}
                              for seed in (0, 1) for step in (0, 10)])
     audit = evaluate({"escape": sgd_only}).set_index("id")
     assert audit.loc["escape_sgd_stays", "verdict"] == "threshold met"
     assert audit.loc["escape_train_acc_100", "verdict"] == "consistent: interval contains"
-    for claim_id, prefix in (("escape_sa_beats_rs_equal_rho", "sa_beats_rs_equal_rho"),
-                             ("escape_small_batch_best", "smallest_batch_best"),
-                             ("escape_trace_falls_as_test_rises", "trace_falls_as_test_rises")):
+    for claim_id, missing in (
+        ("escape_sa_beats_rs_equal_rho", "no batch size at which RS and SA ran the same rho"),
+        ("escape_sa_beats_rs_best", "no batch size at which both RS and SA ran"),
+        ("escape_small_batch_best", "no SA rho run at two or more batch sizes"),
+        ("escape_trace_falls_as_test_rises", "a correlation over the runs needs 3 escape runs, found 1"),
+    ):
         assert audit.loc[claim_id, "verdict"] == "not run"
-        assert audit.loc[claim_id, "note"].startswith(f"escape: no claim row starting with {prefix!r}")
+        assert audit.loc[claim_id, "note"].startswith(f"escape: {missing}")
 
 
 def test_evaluate_missing_columns_are_not_confirmed():

@@ -1,5 +1,5 @@
 """Tests of the escape experiment (flatmin.nets, flatmin.training, flatmin.experiments.escape): data, confusion set,
-MLP losses, the mini-batch steps, the flatness records and a tiny end-to-end run."""
+MLP losses, the mini-batch steps, the flatness records, the claims and a tiny end-to-end run."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-import flatmin  # noqa: E402,F401  (float64)
+import flatmin  # noqa: E402
+import flatmin.experiments  # noqa: E402
 from flatmin import nets, training  # noqa: E402
+from flatmin.claims import Claim, evaluate  # noqa: E402
 from flatmin.experiments import escape  # noqa: E402
 
 
@@ -23,7 +25,7 @@ from flatmin.experiments import escape  # noqa: E402
 def tiny():
     """A 2-hidden-layer MLP on 60 digits, with its Problem (square loss)."""
     data = nets.load_data("digits", n_train=60, n_test=40, seed=3)
-    model, x0 = nets.FlatMLP.create(jax.random.PRNGKey(0), [64, 6, 5, 10], "tanh", "mse")
+    model, x0 = nets.RaveledMLP.create(jax.random.PRNGKey(0), [64, 6, 5, 10], "tanh", "mse")
     problem = nets.mlp_problem(model, data["x"], data["y"], x0=x0)
     return data, model, x0, problem
 
@@ -92,7 +94,7 @@ def test_confusion_set_properties():
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 def test_loss_is_mean_of_batch_losses(tiny, loss):
     data, model, x0, _ = tiny
-    model = nets.FlatMLP(model.sizes, model.activation, loss, model.unravel, model.dim)
+    model = model.with_loss(loss)
     problem = nets.mlp_problem(model, data["x"], data["y"])
     n = problem.num_samples
     x = x0 + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x0.shape)
@@ -177,45 +179,49 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def tiny_results():
-    return escape.compute(escape.make_config("paper", **TINY))
+    return escape.compute(TINY)
 
 
 def test_end_to_end_table(tiny_results):
     table = tiny_results
     esc = table[table["record"] == "escape"]
-    mins = escape.minimizer_rows(table)
+    mins = escape._tables.minimizer_rows(table)
     assert list(mins["minimizer"]) == ["bad", "normal", "confusion"]
     assert (mins.set_index("minimizer").loc[["bad", "normal"], "train_acc"] == 1.0).all()
     # 1 + 2 + 1 + 1 (method, rho) pairs x 2 seeds x 3 checkpoints
     assert len(esc) == 5 * 2 * 3
     assert set(esc["step"]) == {0, 15, 30}
     assert np.isfinite(table[list(escape.METRICS)].to_numpy(dtype=float)).all()
+    assert "hessian_trace" in table.columns and "trace" not in table.columns
     # every run starts from the bad minimizer
     start = esc[esc["step"] == 0]
     np.testing.assert_allclose(start["test_acc"], mins.loc[0, "test_acc"])
-    fin = escape.final_table(table)
+    fin = escape._tables.final_table(table)
     assert len(fin) == 5 and (fin["seeds"] == 2).all()
-    claims = escape.claims_table(table)
-    assert {"sgd_stays", "sa_beats_rs_equal_rho_b8", "sa_beats_rs_best_b8", "smallest_batch_best_rho0.2",
-            "gap_closed", "gap_closed_sgd", "gap_closed_rs", "gap_closed_sa"} <= set(claims["claim"])
-    assert claims["holds"].map(type).eq(bool).all()
-    fig = escape.plot(table, escape.make_config("paper", **TINY))
+    audit = evaluate({"escape": table}, claims=escape.CLAIMS).set_index("id")
+    # every claim is measured on this table (none is "not run"), sgd_stays from the SGD run's final rows
+    assert not (audit["verdict"] == "not run").any(), audit["note"]
+    sgd = fin[fin["method"] == "sgd"]
+    assert audit.loc["escape_sgd_stays", "measured"] == float(sgd["d_test_acc_mean"].abs().max())
+    assert audit.loc["escape_train_acc_100", "measured"] == esc["train_acc"].min()
+    fig = escape.plot(table, TINY)
     assert len(fig.axes) == 9
     assert fig.axes[0].get_ylabel() == "test accuracy (%)"
+    assert fig.axes[3].get_ylabel() == "Hessian trace tr(H)"
 
 
 def test_flatness_records(tiny_results):
     """Definition 3 at both minimizers and at the end points (seed 0) of the best runs."""
     table = tiny_results
     flat = table[table["record"] == "flatness"]
-    runs = escape.best_runs(table[table["record"] == "escape"], TINY["panel_batch"])
+    runs = escape._tables.best_runs(table[table["record"] == "escape"], TINY["panel_batch"])
     assert {(m, b, r) for m, b, r in flat[["method", "batch", "rho"]].iloc[2:].itertuples(index=False)} == runs
     assert len(flat) == 2 + len(runs) and set(flat["seed"]) == {0}
     assert list(flat["method"].iloc[:2]) == ["bad", "normal"]
     assert (flat[list(escape.FLATNESS)] >= 0).all().all()
     assert (flat["tangent_grad_norm"] > 0).all() and (flat["top_eigenvalue"] > 0).all()
     # the top eigenvalue is at most the trace of a PSD-dominated Hessian, up to the trace's noise
-    assert (flat["top_eigenvalue"] <= flat["trace"] + 5 * flat["trace_se"]).all()
+    assert (flat["top_eigenvalue"] <= flat["hessian_trace"] + 5 * flat["hessian_trace_se"]).all()
     # the end point of a run: the same train/test accuracy as its escape row at the last step
     end = table[(table["record"] == "escape") & (table["step"] == table["step"].max()) & (table["seed"] == 0)]
     merged = flat.merge(end, on=["method", "batch", "rho", "seed", "step"], suffixes=("", "_run"))
@@ -223,7 +229,7 @@ def test_flatness_records(tiny_results):
     np.testing.assert_allclose(merged["test_acc"], merged["test_acc_run"], rtol=1e-12)
     # the other records carry the -1 sentinel, never NaN
     assert (table[table["record"] != "flatness"][list(escape.FLATNESS)] == -1).all().all()
-    summary = escape.flatness_table(table)
+    summary = escape._tables.flatness_table(table)
     assert list(summary["method"].iloc[:2]) == ["bad", "normal"] and len(summary) == len(flat)
 
 
@@ -235,33 +241,59 @@ def _final_rows(spec):
         for seed in (0, 1):
             for step, acc in ((0, start), (10, end + 0.01 * seed)):
                 rows.append(dict(method=method, batch=batch, rho=rho, seed=seed, step=step, test_acc=acc,
-                                 train_acc=1.0, loss=0.0, trace=1.0, trace_se=0.0))
+                                 train_acc=1.0, loss=0.0, hessian_trace=1.0 - acc, hessian_trace_se=0.0))
     return pd.DataFrame(rows)
 
 
-def test_best_runs_and_best_against_best():
+def test_best_runs_and_the_claims_by_hand():
     rows = _final_rows({("sgd", 8, 0.0): (0.5, 0.5), ("rs", 8, 0.5): (0.5, 0.6), ("rs", 8, 2.0): (0.5, 0.7),
                         ("sa", 8, 0.2): (0.5, 0.8), ("sa", 8, 0.5): (0.5, 0.75), ("sa", 1, 0.2): (0.5, 0.9)})
-    assert escape.best_runs(rows, 8) == {("sgd", 8, 0.0), ("rs", 8, 2.0), ("sa", 8, 0.2), ("sa", 1, 0.2)}
-    claims = escape.claims_table(rows).set_index("claim")
-    # best SA (0.805) against best RS (0.705): standard errors 0.005 each, margin 0.1 - 2 * 0.005 * sqrt(2)
-    assert claims.loc["sa_beats_rs_best_b8", "value"] == pytest.approx(0.1 - 2 * np.hypot(0.005, 0.005))
-    assert claims.loc["sa_beats_rs_best_b8", "holds"]
-    detail = claims.loc["sa_beats_rs_best_b8", "detail"]
-    assert "best SA rho=0.2" in detail and "best RS rho=2" in detail
-    assert "SA's best rho is the smallest of its grid" in detail and "RS's best rho is the largest" in detail
+    assert escape._tables.best_runs(rows, 8) == {("sgd", 8, 0.0), ("rs", 8, 2.0), ("sa", 8, 0.2), ("sa", 1, 0.2)}
+    audit = evaluate({"escape": rows}, claims=escape.CLAIMS).set_index("id")
+    se = 2 * np.hypot(0.005, 0.005)  # each final accuracy: mean over seeds 0 and 1, standard error 0.005
+    expected = {
+        "escape_sgd_stays": 0.005,
+        # best SA (rho 0.2: 0.805) against best RS (rho 2: 0.705)
+        "escape_sa_beats_rs_best": 0.1 - se,
+        # at rho 0.5 both ran: SA 0.755, RS 0.605
+        "escape_sa_beats_rs_equal_rho": 0.15 - se,
+        # SA at rho 0.2 against the best RS with rho >= 0.2 (rho 2), and at 0.5 against the same: the best
+        "escape_sa_beats_rs_smaller_rho": 0.1 - se,
+        # SA rho 0.2: batch 1 (0.905) against batch 8 (0.805)
+        "escape_small_batch_best": 0.1,
+        "escape_train_acc_100": 1.0,
+        # the trace change is minus the test accuracy change: a correlation of -1
+        "escape_trace_falls_as_test_rises": -1.0,
+    }
+    for claim_id, value in expected.items():
+        assert audit.loc[claim_id, "measured"] == pytest.approx(value, abs=1e-12), claim_id
+    assert set(audit["verdict"]) == {"threshold met", "consistent: interval contains"}
+
+
+def test_the_experiment_is_the_common_contract_only():
+    """The escape experiment is found like the others (a package) and has no config path, command line or
+    claim table of its own: its claims are plain Claims that read the results table."""
+    assert "escape" in flatmin.experiments.experiment_names()
+    assert flatmin.experiments.get("escape") is escape and escape.__file__.endswith("escape/__init__.py")
+    for name in ("make_config", "main", "run_experiment", "save_results", "claims_table", "plot_escape"):
+        assert not hasattr(escape, name), name
+    assert "__main__" not in open(escape.__file__, encoding="utf-8").read()
+    assert escape.CLAIMS and all(type(claim) is Claim and claim.experiment == "escape" for claim in escape.CLAIMS)
+    assert len({claim.id for claim in escape.CLAIMS}) == len(escape.CLAIMS) == 7
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="unknown key stepz"):
-        escape.make_config("paper", stepz=3)
-    with pytest.raises(ValueError, match="unknown profile"):
-        escape.make_config("huge")
-    with pytest.raises(ValueError, match="method"):
-        escape.make_config("paper", runs=[{"method": "adam", "batch": 8, "rhos": [0.1]}])
-    with pytest.raises(ValueError, match="flatness_seeds"):
-        escape.make_config("paper", seeds=2, flatness_seeds=3)
-    quick = escape.make_config("quick")
-    paper = escape.make_config()
+    from pydantic import ValidationError
+
+    def settings(preset="paper", **overrides):
+        return flatmin.experiments.settings("escape", preset, overrides)
+
+    with pytest.raises(ValidationError, match="unknown key stepz"):
+        settings(stepz=3)
+    with pytest.raises(ValidationError, match="method"):
+        settings(runs=[{"method": "adam", "batch": 8, "rhos": [0.1]}])
+    with pytest.raises(ValidationError, match="flatness_seeds"):
+        settings(seeds=2, flatness_seeds=3)
+    quick, paper = settings("quick"), settings()
     assert quick["steps"] < paper["steps"]
     assert set(quick) == set(paper) == set(escape.Settings.model_fields)

@@ -90,6 +90,9 @@ ENTRY_POINTS = {
     "flatmin.Problem": "flatmin.Problem('bowl', 2, loss)",
     "flatmin.make_problem": "flatmin.make_problem('hyperbola', depth=2)",
     "flatmin.nets.mlp_problem": "nets.mlp_problem(model, np.zeros((4, 3)), np.zeros(4, int))",
+    "flatmin.minimizers.build_minimizers": (
+        "minimizers.build_minimizers(data='digits', n_train=8, n_test=8, data_seed=0, hidden=[4], activation='tanh', "
+        "loss='mse', init_seed=0, init_scale=1.0, confusion={}, clean={})"),
     "flatmin.Problem.start": "problem.start(jax.random.PRNGKey(0))",
     "flatmin.Problem.distance_to_flattest": "problem.distance_to_flattest(x0)",
     "flatmin.flatness.hessian": "flatness_module.hessian(problem, x0)",
@@ -120,7 +123,7 @@ def entry_point_errors() -> dict:
         import jax, jax.numpy as jnp, numpy as np
         import importlib
         import flatmin
-        from flatmin import nets
+        from flatmin import minimizers, nets
 
         flatness_module = importlib.import_module("flatmin.flatness")  # flatmin.flatness is the function
         loss = lambda x: (x[0] * x[1] - 1.0) ** 2
@@ -129,7 +132,7 @@ def entry_point_errors() -> dict:
             x0 = jnp.array([2.0, 0.5])
             trajectory = flatmin.simulate(problem, "gd", x0, {{"eta": 0.1}}, 10)
             metrics = flatmin.measure(trajectory, eps=0.04)
-        model, _ = nets.FlatMLP.create(jax.random.PRNGKey(0), [3, 4, 2], "tanh", "mse")
+        model, _ = nets.RaveledMLP.create(jax.random.PRNGKey(0), [3, 4, 2], "tanh", "mse")
         errors = {{}}
         for name, call in {ENTRY_POINTS!r}.items():
             try:
@@ -229,7 +232,7 @@ def test_the_model_api_computes_in_float32_with_x64_off():
                 flatmin.hessian_top_eigenvalue(lossf, params, batch, k[2], num_matvecs=5))
             result = flatmin.model_flatness(lossf, predictf, params, batch, k[3], trace_probes=4, num_matvecs=5)
             seen[f"{name} model_flatness"] = dtypes(result)
-        model, x0 = nets.FlatMLP.create(k[0], [5, 4, 3], "tanh", "mse")
+        model, x0 = nets.RaveledMLP.create(k[0], [5, 4, 3], "tanh", "mse")
         seen["nets"] = dtypes((x0, model.mean_loss(x0, batch[0], jnp.arange(6) % 3), nets.init_mlp(k[1], [5, 4, 3])))
         seen["default"] = [str(jnp.zeros(1).dtype)]
         print(json.dumps(seen))

@@ -161,7 +161,7 @@ def test_run_checkpointed_stops_at_divergence():
 @pytest.fixture(scope="module")
 def digits_mlp():
     data = nets.load_data("digits", n_train=40, n_test=20, seed=1)
-    model, x_init = nets.FlatMLP.create(jax.random.PRNGKey(0), [64, 10, 10], "tanh", "mse")
+    model, x_init = nets.RaveledMLP.create(jax.random.PRNGKey(0), [64, 10, 10], "tanh", "mse")
     return data, model, x_init
 
 

@@ -1,24 +1,26 @@
-"""Small neural networks on shipped data, for the escape experiment (the paper's Figure 3 at CPU scale).
+"""Small neural networks on shipped data, for the escape experiment (the paper's Figure 3 at CPU scale,
+docs/paper_notes.md §6).
 
 Everything here is pure JAX and downloads nothing:
 
 * data: MNIST-1D generated offline by :func:`mnist1d.data.make_dataset` (never its download path) or
   scikit-learn's bundled 8x8 digits (:func:`load_data`);
-* a multilayer perceptron without normalization layers, its parameters flattened to one vector with
-  :func:`jax.flatten_util.ravel_pytree` (:func:`init_mlp`, :class:`FlatMLP`);
+* a multilayer perceptron without normalization layers, its parameters raveled into one vector with
+  :func:`jax.flatten_util.ravel_pytree` (:func:`init_mlp`, :class:`RaveledMLP`);
 * per-sample losses (cross-entropy or square loss on one-hot targets), accuracy;
 * the "confusion set" of Liu et al. (2020) used to build a badly generalizing global minimizer
-  (:func:`confusion_set`);
-* plain mini-batch SGD with early stopping at 100% training accuracy (:func:`train_sgd`).
+  (:func:`confusion_set`; the minimizers themselves are :mod:`flatmin.minimizers`);
+* the training loss as a :class:`flatmin.Problem` (:func:`mlp_problem`);
+* what is measured of a classifier at a parameter vector: accuracies, loss and the Hutchinson Hessian trace
+  (:func:`classifier_measure`, :data:`METRICS`), and Definition 3 on the network with the top Hessian
+  eigenvalue (:func:`classifier_flatness`, :data:`FLATNESS`), by :mod:`flatmin.curvature` and
+  :mod:`flatmin.model_flatness`, which take any model.
 
 The models compute in JAX's default floating dtype: float32, unless the program has turned on JAX's 64-bit
 mode (``jax.config.update("jax_enable_x64", True)``), as the escape experiment does (the artifact's
 :mod:`flatmin.experiments`). Nothing here changes JAX's configuration; :func:`mlp_problem`, a
 :class:`flatmin.Problem`, needs the 64-bit mode. The two data sets come from the optional packages of the
 ``data`` extra (``pip install 'flatmin[data]'``): ``mnist1d`` and ``scikit-learn``.
-
-The Hessian trace, its top eigenvalue and Definition 3's flatness of these models are measured by
-:mod:`flatmin.curvature` and :mod:`flatmin.model_flatness`, which take any model.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from flatmin._precision import require_x64
+from flatmin.curvature import hessian_trace
+from flatmin.model_flatness import model_flatness
 
 Array = jax.Array
 
@@ -194,14 +198,14 @@ def per_sample_loss(logits: Array, y: Array, loss: str = "ce") -> Array:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FlatMLP:
-    """An MLP whose parameters are one flat vector ``x (d,)``.
+class RaveledMLP:
+    """An MLP whose parameters are raveled into one vector ``x (d,)``.
 
     Attributes:
       sizes: layer widths, input first, classes last.
       activation: key of :data:`ACTIVATIONS`.
       loss: ``"ce"`` or ``"mse"`` (see :func:`per_sample_loss`).
-      unravel: flat vector -> parameter pytree.
+      unravel: parameter vector -> parameter pytree.
       dim: ``d``.
     """
 
@@ -211,16 +215,20 @@ class FlatMLP:
     unravel: Callable
     dim: int
 
+    def with_loss(self, loss: str) -> "RaveledMLP":
+        """The same network and parameter layout with another training loss (``"ce"`` or ``"mse"``)."""
+        return RaveledMLP(self.sizes, self.activation, loss, self.unravel, self.dim)
+
     @classmethod
     def create(cls, key: Array, sizes: Sequence[int], activation: str = "tanh", loss: str = "ce",
-               scale: float = 1.0) -> tuple["FlatMLP", Array]:
-        """The model and a flat initial point ``x0 (d,)``."""
+               scale: float = 1.0) -> tuple["RaveledMLP", Array]:
+        """The model and an initial parameter vector ``x0 (d,)``."""
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
-        flat, unravel = ravel_pytree(init_mlp(key, sizes, scale))
-        return cls(tuple(int(s) for s in sizes), activation, loss, unravel, int(flat.size)), flat
+        x0, unravel = ravel_pytree(init_mlp(key, sizes, scale))
+        return cls(tuple(int(s) for s in sizes), activation, loss, unravel, int(x0.size)), x0
 
     def logits(self, x: Array, inputs: Array) -> Array:
         return mlp_apply(self.unravel(x), inputs, self.activation)
@@ -237,102 +245,10 @@ class FlatMLP:
 
 
 # ----------------------------------------------------------------------------------------------
-# training
-
-
-def train_sgd(
-    model: FlatMLP,
-    x0: Array,
-    inputs,
-    labels,
-    key: Array,
-    lr: float,
-    batch_size: int,
-    max_epochs: int,
-    eval_inputs=None,
-    eval_labels=None,
-    target_acc: float | None = 1.0,
-    extra_epochs: int = 0,
-    chunk_epochs: int = 5,
-) -> tuple[Array, dict]:
-    """Plain mini-batch SGD (no momentum, no weight decay), sampling without replacement per epoch.
-
-    Runs in chunks of ``chunk_epochs`` epochs (one ``lax.scan`` each); after each chunk the accuracy
-    on ``(eval_inputs, eval_labels)`` (default: the training data) is checked and training stops once it
-    reaches ``target_acc`` (``None``: never), followed by ``extra_epochs`` more epochs (and more chunks
-    if the accuracy has fallen below the target again by then, up to ``max_epochs`` more).
-
-    Stops early if the iterate becomes non-finite (``info["diverged"]``).
-
-    Returns ``(x, info)`` with ``info = {"epochs", "reached", "diverged", "loss", "acc"}``.
-    """
-    inputs = jnp.asarray(inputs, dtype=_default_float())
-    labels = jnp.asarray(labels)
-    n = labels.shape[0]
-    b = min(int(batch_size), n)
-    steps_per_epoch = n // b
-    ev_x = inputs if eval_inputs is None else jnp.asarray(eval_inputs, dtype=_default_float())
-    ev_y = labels if eval_labels is None else jnp.asarray(eval_labels)
-    grad = jax.grad(model.mean_loss)
-
-    @jax.jit
-    def run_chunk(x, key, num_epochs_dummy):
-        def epoch(carry, k):
-            x = carry
-            perm = jax.random.permutation(k, n)[: steps_per_epoch * b].reshape(steps_per_epoch, b)
-
-            def step(x, idx):
-                return x - lr * grad(x, inputs[idx], labels[idx]), None
-
-            x, _ = jax.lax.scan(step, x, perm)
-            return x, None
-
-        keys = jax.random.split(key, num_epochs_dummy.shape[0])
-        x, _ = jax.lax.scan(epoch, x, keys)
-        return x
-
-    chunk = jnp.zeros((chunk_epochs,))
-    x = jnp.asarray(x0, dtype=_default_float())
-    epochs, reached = 0, False
-    acc_fn = jax.jit(model.accuracy)
-    diverged = False
-    while epochs < max_epochs:
-        key, sub = jax.random.split(key)
-        x = run_chunk(x, sub, chunk)
-        epochs += chunk_epochs
-        if not bool(jnp.all(jnp.isfinite(x))):
-            diverged = True
-            break
-        if target_acc is not None and float(acc_fn(x, ev_x, ev_y)) >= target_acc:
-            reached = True
-            break
-    if reached and extra_epochs > 0:
-        for _ in range(int(math.ceil(extra_epochs / chunk_epochs))):
-            key, sub = jax.random.split(key)
-            x = run_chunk(x, sub, chunk)
-            epochs += chunk_epochs
-        # the extra epochs must end at the target too: continue until it holds again
-        limit = epochs + max_epochs
-        while float(acc_fn(x, ev_x, ev_y)) < target_acc and epochs < limit:
-            key, sub = jax.random.split(key)
-            x = run_chunk(x, sub, chunk)
-            epochs += chunk_epochs
-        reached = float(acc_fn(x, ev_x, ev_y)) >= target_acc and bool(jnp.all(jnp.isfinite(x)))
-    info = {
-        "epochs": epochs,
-        "reached": reached,
-        "diverged": diverged,
-        "loss": float(jax.jit(model.mean_loss)(x, inputs, labels)),
-        "acc": float(acc_fn(x, ev_x, ev_y)),
-    }
-    return x, info
-
-
-# ----------------------------------------------------------------------------------------------
 # as a flatmin Problem
 
 
-def mlp_problem(model: FlatMLP, inputs, labels, name: str = "mlp", x0=None):
+def mlp_problem(model: RaveledMLP, inputs, labels, name: str = "mlp", x0=None):
     """The training loss of ``model`` on ``(inputs, labels)`` as a :class:`flatmin.Problem`
     (Setting 1): ``loss`` = mean per-sample loss, ``sample_losses``, ``batch_losses(x, idx)`` and
     ``num_samples = n``. ``x0``, if given, becomes the ``initial_point``. Needs JAX's 64-bit mode, as
@@ -361,3 +277,64 @@ def mlp_problem(model: FlatMLP, inputs, labels, name: str = "mlp", x0=None):
         initial_point=start,
         params={"sizes": model.sizes, "activation": model.activation, "loss": model.loss},
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# what is measured of a classifier
+
+#: The values of :func:`classifier_measure`, in order: training and test accuracy (fractions), the mean
+#: training loss, and the Hutchinson estimate of the unnormalized ``tr Hess f`` of the training loss at the
+#: parameters with its standard error.
+METRICS = ("train_acc", "test_acc", "loss", "hessian_trace", "hessian_trace_se")
+#: The values :func:`classifier_flatness` adds after :data:`METRICS`: the top Hessian eigenvalue with its
+#: Lanczos residual and Definition 3's ``||dPhi grad trbar||`` with its standard error.
+FLATNESS = ("top_eigenvalue", "top_eigenvalue_residual", "tangent_grad_norm", "tangent_grad_norm_se")
+
+
+def classifier_measure(model: RaveledMLP, data: dict, key: Array, trace_probes: int,
+                       trace_samples: int | None = None) -> Callable:
+    """``measure(x (d,)) -> (5,)``: the :data:`METRICS` of ``model`` at ``x`` on ``data`` (as
+    :func:`load_data` returns): training and test accuracy, training loss, and the Hessian trace with its
+    standard error (Hutchinson, :func:`flatmin.curvature.hessian_trace`, on the loss of the first
+    ``trace_samples`` training samples, default all, with ``trace_probes`` Rademacher probes drawn from
+    ``key``: the same probes at every ``x``, common random numbers). JAX-traceable (jit, vmap over points).
+    """
+    x_tr, y_tr = jnp.asarray(data["x"]), jnp.asarray(data["y"])
+    x_te, y_te = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
+    m = trace_samples or len(data["y"])
+
+    def trace_loss(x):
+        return model.mean_loss(x, x_tr[:m], y_tr[:m])
+
+    def measure(x):
+        tr, se = hessian_trace(lambda y, _: trace_loss(y), x, None, key, trace_probes)
+        return jnp.stack([
+            model.accuracy(x, x_tr, y_tr), model.accuracy(x, x_te, y_te),
+            model.mean_loss(x, x_tr, y_tr), tr, se,
+        ])
+
+    return measure
+
+
+def classifier_flatness(model: RaveledMLP, data: dict, key: Array, trace_probes: int,
+                        gradient_probes: int) -> Callable:
+    """``flatness(x (d,)) -> (9,)``: :data:`METRICS` then :data:`FLATNESS` of the whole training loss of
+    ``model`` on ``data``, the curvature by :func:`flatmin.model_flatness` (predictions: the logits of the
+    training inputs; ``trace_probes`` trace probes and ``gradient_probes`` trace-gradient probes, drawn
+    from ``key``). JAX-traceable; defined so that ``model_flatness`` compiles once for all the points."""
+    batch = (jnp.asarray(data["x"]), jnp.asarray(data["y"]))
+    x_te, y_te = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
+
+    def loss(p, b):
+        return model.mean_loss(p, *b)
+
+    def predict(p, b):
+        return model.logits(p, b[0])
+
+    def flatness(x):
+        m = model_flatness(loss, predict, x, batch, key, trace_probes=trace_probes, gradient_probes=gradient_probes)
+        return jnp.stack([model.accuracy(x, *batch), model.accuracy(x, x_te, y_te), m.loss, m.trace, m.trace_se,
+                          m.top_eigenvalue, m.top_eigenvalue_residual, m.tangent_grad_norm,
+                          m.tangent_grad_norm_se])
+
+    return flatness

@@ -1,7 +1,8 @@
 """Experiments, one module each, found automatically.
 
-Every module of this package whose name does not start with ``_``, and every file named in the workflow
-config's ``experiment_modules``, is an experiment named after its file. Its contract:
+Every module of this package whose name does not start with ``_`` (a file, or a package such as
+``escape`` that keeps its private helpers in ``_``-named modules of its own), and every file named in the
+workflow config's ``experiment_modules``, is an experiment named after its file. Its contract:
 
 ``Settings``
     a :class:`flatmin.settings.Settings` subclass: every key of the experiment with its type, its bounds,

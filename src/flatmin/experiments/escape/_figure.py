@@ -1,12 +1,11 @@
-"""The escape experiment's figure, the layout of the paper's Figure 3. Split from
-:mod:`flatmin.experiments.escape` (:func:`flatmin.experiments.escape.plot_escape`)."""
+"""The escape experiment's figure, the layout of the paper's Figure 3 (:func:`flatmin.experiments.escape.plot`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from flatmin.experiments._escape_tables import METRICS, _escape_rows, minimizer_rows
+from flatmin.experiments.escape._tables import METRICS, escape_rows, minimizer_rows
 from flatmin.plotting import check_finite
 
 
@@ -18,16 +17,16 @@ def _band(ax, df, label, color, metric, scale=1.0, linestyle="-"):
         ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.2, lw=0)
 
 
-def figure(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | None = None, path=None):
+def figure(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | None = None):
     """The paper's Figure 3 layout: columns (a) RS vs SA at batch ``panel_batch``, (b) the rho sweep of
     RS and SA at that batch, (c) SA at every batch size at ``batch_rho``; rows test accuracy (%),
     Hessian trace and training accuracy (%), mean over seeds with a min-max band; SGD (the control) in
-    every panel; the normal minimizer's value as a grey dotted line. ``results``: a ``compute``
-    table (the minimizer rows are used when ``minimizers`` is not given) or escape rows only;
-    ``config``: the resolved settings."""
+    every panel; the normal minimizer's value as a grey dotted line. ``results``: a results table (the
+    minimizer rows are used when ``minimizers`` is not given) or escape rows only; ``config``: the
+    resolved settings."""
     import matplotlib.pyplot as plt
 
-    escape = _escape_rows(results)
+    escape = escape_rows(results)
     if minimizers is None and "record" in results.columns:
         minimizers = minimizer_rows(results)
     check_finite(escape, METRICS, "escape")
@@ -43,7 +42,7 @@ def figure(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | None 
         return escape[mask]
 
     sgd = sel("sgd")
-    rows = (("test_acc", 100.0, "test accuracy (%)"), ("trace", 1.0, "Hessian trace tr(H)"),
+    rows = (("test_acc", 100.0, "test accuracy (%)"), ("hessian_trace", 1.0, "Hessian trace tr(H)"),
             ("train_acc", 100.0, "train accuracy (%)"))
     for i, (metric, scale, ylabel) in enumerate(rows):
         for ax in axes[i]:
@@ -84,6 +83,4 @@ def figure(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | None 
         f"n={config['n_train']}, {config['loss']} loss. Mean and min-max over {seeds} seeds; "
         "dotted: the normally trained minimizer", fontsize=10)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=130)
     return fig

@@ -1,0 +1,358 @@
+"""Escaping a sharp, badly generalizing global minimizer on real data: the paper's Figure 3 at CPU scale
+(docs/paper_notes.md §6; the design and its record in docs/escape_notes.md).
+
+A multilayer perceptron (no normalization layers) on scikit-learn's bundled 8x8 digits (default: 500
+training, 1297 test images; MNIST-1D generated offline is the alternative) is driven to a *bad* global
+minimizer following Liu et al. (2020) / Damian et al. (2021): pre-training on a confusion set (the
+training set repeated, ~10% of the input entries zeroed, uniformly random labels), then plain SGD on the
+clean training set until 100% training accuracy. A *normal* minimizer (same architecture and
+initialization, clean SGD from scratch) is the reference. The training loss is the square loss on
+one-hot targets (Setting 1: ``l`` minimized at ``p = y``; with cross-entropy 100% training accuracy is
+not a minimum and the trace keeps falling as the margins grow); the confusion pre-training uses
+cross-entropy, which memorizes the random labels. From the bad minimizer, at one constant small step
+size ``eta``, the run groups of ``runs`` (SGD, RS and SA at several ``rho`` and batch sizes, over seeds)
+take mini-batch steps: with a uniform mini-batch ``B`` and ``g_B = grad f_B(x)``::
+
+    SGD:  x <- x - eta * g_B
+    RS :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * g)]),        g ~ U(S^{d-1})
+    SA :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * s * g_B/||g_B||)]),  s ~ U{-1,+1}
+
+(:func:`flatmin.training.minibatch_step`, the library's methods with the batch as the loss at hand; SA
+projects on the batch gradient, gate open, no Remark 2 fallback). With ``rho = 0`` RS and SA are SGD
+exactly, and seed ``s`` draws the same mini-batches for every method: the SGD run is a
+common-random-numbers control. Training and test accuracy, training loss and the Hessian trace
+(Hutchinson, the same probes at every checkpoint) are recorded; at both minimizers and at the end points
+of the best runs (seeds ``0..flatness_seeds-1``) Definition 3 on the network (:func:`flatmin.model_flatness`:
+``||dPhi grad trbar||``, the trace and the top Hessian eigenvalue).
+
+The data, the network, its measurements and the minimizers are the library's (:mod:`flatmin.nets`,
+:mod:`flatmin.minimizers`), the steps and checkpointed runs :mod:`flatmin.training`; this package holds the
+settings, the runs on them (:mod:`._runs`), the tables (:mod:`._tables`), the figure (:mod:`._figure`)
+and the claims.
+
+Results table (:func:`compute`), one row per record: ``record`` ("minimizer", "escape" or "flatness"),
+``method`` (minimizer rows: "bad", "normal", "confusion"; escape rows: the run group's method; flatness
+rows: "bad", "normal" or a method), ``batch``, ``rho``, ``seed``, ``step``, the :data:`METRICS`
+(``train_acc``, ``test_acc``, ``loss``, ``hessian_trace``, ``hessian_trace_se``: the unnormalized
+``tr Hess f`` of the training loss at the point), the :data:`FLATNESS` (flatness rows; -1 elsewhere),
+``param_norm`` and ``epochs`` (minimizer rows; -1 elsewhere) and ``seconds`` (wall time of building the
+minimizer / of the run group / of one flatness measurement).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+import flatmin.settings
+from flatmin.claims import Claim, NotRun, point_estimate
+from flatmin.experiments.escape import _figure, _runs
+from flatmin.experiments.escape._tables import FLATNESS, METRICS, escape_rows, final_table  # noqa: F401 (the columns)
+from flatmin.settings import Count, MethodName, Spec, StepParams
+
+ORDER = 6
+CAPTION = (
+    "Escape from a sharp global minimizer on real data (the paper's Figure 3 at CPU scale): test "
+    "accuracy and Hessian trace of an MLP started at a badly generalizing minimizer, for SGD, RS and "
+    "SA at batch 128 over several rho and SA at batch 1, 64 and 128, mean and band over seeds. The "
+    "results table also holds Definition 3 measured on the network (flatmin.model_flatness): the "
+    "tangent gradient of the normalized trace, the trace and the top Hessian eigenvalue at both "
+    "minimizers and at seed 0's end point of every run."
+)
+
+
+Loss = Literal["mse", "ce"]
+# SA as the paper's escape experiment runs it: perturbation and projection on the mini-batch gradient, the
+# gate open, and no Remark 2 fallback (whose extra gradient vmap would evaluate at every step).
+_SA_OPTIONS = {"projection": "batch", "fallback": False}
+
+
+class RunGroup(Spec):
+    method: MethodName = Field(description="the method of the group, a registered method without state "
+                               "(flatmin.list_methods())")
+    options: StepParams = Field({}, description=(
+        "the method's parameters other than rho (flatmin.get_method(method).params), e.g. SA's "
+        "{projection: batch, fallback: false}"))
+    batch: Count = Field(ge=1, description="mini-batch size of the group, an integer in [1, n_train]")
+    rhos: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(min_length=1, description=(
+        "perturbation radii of the group, a non-empty list of finite numbers >= 0 (0 is SGD)"))
+
+
+class PanelA(Spec):
+    rs_rhos: list[Annotated[float, Field(ge=0)]] = Field(description=(
+        "rhos of the RS curves in panel (a), a list of numbers >= 0 (among the RS runs' rhos)"))
+    sa_rhos: list[Annotated[float, Field(ge=0)]] = Field(description=(
+        "rhos of the SA curves in panel (a), a list of numbers >= 0 (among the SA runs' rhos)"))
+
+
+class Settings(flatmin.settings.Settings):
+    """Every knob of the experiment; the defaults are the paper profile (CPU scale)."""
+
+    # data / model
+    data: Literal["mnist1d", "digits"] = Field("digits", description=(
+        "the data set, mnist1d (generated offline) or digits (scikit-learn, n_train + n_test <= 1797)"))
+    n_train: Count = Field(500, ge=1, description="size of the training split, an integer >= 1")
+    n_test: Count = Field(1297, ge=1, description="size of the test split, an integer >= 1")
+    data_seed: Count = Field(0, ge=0, description=(
+        "seed of the MNIST-1D generator, the split and the confusion set, an integer >= 0"))
+    width: Count = Field(64, ge=1, description="width of each hidden layer of the MLP, an integer >= 1")
+    depth: Count = Field(2, ge=1, description="number of hidden layers of the MLP, an integer >= 1")
+    activation: Literal["tanh", "relu", "gelu", "softplus"] = Field("tanh", description=(
+        "activation of the MLP, one of tanh (smooth, the default), relu, gelu, softplus"))
+    loss: Loss = Field("mse", description=(
+        "training loss of the clean phase and of the escape, mse (half squared error to one-hot) or ce"))
+    init_seed: Count = Field(0, ge=0, description=(
+        "seed of the initialization (and of the pre-training and clean SGD), an integer >= 0"))
+    init_scale: float = Field(1.0, gt=0, description="scale of the LeCun normal initialization, a number > 0")
+    # bad minimizer: the confusion pre-training (plain SGD, a fixed number of epochs)
+    confusion_repeats: Count = Field(20, ge=1, description="copies of the training inputs in the confusion set, an integer >= 1")
+    confusion_zero_frac: float = Field(0.1, ge=0, lt=1, description=(
+        "fraction of the confusion set's input entries zeroed, a number in [0, 1)"))
+    confusion_loss: Loss = Field("ce", description="loss of the confusion pre-training, ce or mse")
+    confusion_epochs: Count = Field(150, ge=0, description="epochs of the confusion pre-training, an integer >= 0")
+    confusion_lr: float = Field(0.05, gt=0, description="step size of the confusion pre-training, a number > 0")
+    confusion_batch: Count = Field(32, ge=1, description="batch size of the confusion pre-training, an integer >= 1")
+    # clean training: the bad minimizer from the pre-trained point, the normal one from the initialization
+    clean_lr: float = Field(0.05, gt=0, description="step size of the clean training (both minimizers), a number > 0")
+    clean_batch: Count = Field(32, ge=1, description="batch size of the clean training, an integer >= 1")
+    clean_max_epochs: Count = Field(2000, ge=1, description=(
+        "epochs after which the clean training gives up reaching 100% training accuracy, an integer >= 1"))
+    clean_extra_epochs: Count = Field(500, ge=0, description=(
+        "epochs of clean training after 100% training accuracy is reached (to get close to an interpolating "
+        "minimum), an integer >= 0"))
+    # escape
+    eta: float = Field(0.002, gt=0, description="the constant step size of every method in the escape, a number > 0")
+    steps: Count = Field(10000, ge=1, description="steps of every escape run, an integer >= 1")
+    num_checkpoints: Count = Field(10, ge=1, description="equally spaced checkpoints of each run (plus step 0), an integer >= 1")
+    seeds: Count = Field(5, ge=1, description="number of seeds n of every run (seeds 0..n-1), an integer >= 1")
+    runs: list[RunGroup] = Field(
+        [{"method": "sgd", "batch": 128, "rhos": [0.0]},
+         {"method": "rs", "batch": 128, "rhos": [0.4, 2.0, 8.0]},
+         {"method": "sa", "batch": 128, "rhos": [0.2, 0.4, 0.6], "options": _SA_OPTIONS},
+         {"method": "sa", "batch": 64, "rhos": [0.2], "options": _SA_OPTIONS},
+         {"method": "sa", "batch": 16, "rhos": [0.2], "options": _SA_OPTIONS},
+         {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS}],
+        min_length=1, description="the escape runs, a non-empty list of {method: sgd|rs|sa, batch: B, rhos: [rho...]}")
+    trace_probes: Count = Field(20, ge=2, description=(
+        "Hutchinson probes per trace measurement (the same at every checkpoint: common random numbers), an "
+        "integer >= 2 (the standard error needs two)"))
+    trace_samples: Count | None = Field(None, ge=1, description=(
+        "training samples in the loss whose trace is estimated, an integer >= 1 or null (all)"))
+    # Definition 3 at the minimizers and the end points (flatmin.model_flatness on the whole training loss)
+    flatness_seeds: Count = Field(1, ge=0, description=(
+        "end points measured per run (seeds 0..flatness_seeds-1; 0 for the two minimizers only), an integer "
+        ">= 0 and <= seeds"))
+    flatness_probes: Count = Field(100, ge=2, description=(
+        "Rademacher probes of the trace gradient at each measured point, an integer >= 2"))
+    flatness_runs: Literal["best", "all"] = Field("best", description=(
+        "the runs whose end points are measured: best (per method, the rho with the highest mean final test "
+        "accuracy at panel_batch, and the best run over every batch) or all (every run)"))
+    # figure
+    panel_a: PanelA = Field({"rs_rhos": [0.4, 8.0], "sa_rhos": [0.4, 0.6]}, description=(
+        "the RS and SA curves of panel (a), {rs_rhos, sa_rhos}"))
+    panel_batch: Count = Field(128, ge=1, description="batch size of panels (a) and (b), an integer >= 1 (one of the runs' batches)")
+    batch_rho: float = Field(0.2, ge=0, description="rho of panel (c) (SA at every batch size), a number >= 0")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for group in self.runs:
+            if group.batch > self.n_train:
+                raise ValueError(f"runs: batch {group.batch} of the {group.method} group exceeds n_train = {self.n_train}")
+        if self.flatness_seeds > self.seeds:
+            raise ValueError(f"flatness_seeds = {self.flatness_seeds} exceeds seeds = {self.seeds}")
+        return self
+
+
+#: "quick" keeps the minimizers of the paper profile (same data, model and construction) and shortens
+#: the escape runs.
+PRESETS = {
+    "quick": {
+        "steps": 2500,
+        "num_checkpoints": 5,
+        "seeds": 2,
+        "trace_probes": 10,
+        "flatness_seeds": 0,
+        "runs": [
+            {"method": "sgd", "batch": 128, "rhos": [0.0]},
+            {"method": "rs", "batch": 128, "rhos": [0.4, 4.0]},
+            {"method": "sa", "batch": 128, "rhos": [0.4], "options": _SA_OPTIONS},
+            {"method": "sa", "batch": 64, "rhos": [0.2], "options": _SA_OPTIONS},
+            {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS},
+        ],
+    },
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# compute and plot
+
+
+def compute(config: dict) -> pd.DataFrame:
+    """The results table (module docstring) of the settings ``config`` (missing keys from the
+    :class:`Settings` defaults): build the minimizers, run every group of ``runs``, measure Definition 3."""
+    config = Settings.resolve(config).as_dict()
+    t_all = time.perf_counter()
+    built = _runs.build(config)
+    measure = _runs.measure_fn(built, config)
+    minimizers = _runs.minimizer_table(built, measure)
+    print(minimizers.to_string(index=False), file=sys.stderr, flush=True)
+    frames, last = [], {}
+    for group in config["runs"]:
+        t0 = time.perf_counter()
+        frame, ends = _runs.run_group(built, config, group, measure)
+        last.update({(group["method"], int(group["batch"]), r, s): x for (r, s), x in ends.items()})
+        frame["seconds"] = seconds = time.perf_counter() - t0
+        frames.append(frame)
+        print(f"[escape] {group['method']}_b{group['batch']}: {seconds:.1f} s", file=sys.stderr, flush=True)
+    escape = pd.concat(frames, ignore_index=True)
+    t0 = time.perf_counter()
+    flatness = _runs.flatness_rows(built, config, last, escape)
+    flatness["seconds"] = (time.perf_counter() - t0) / len(flatness)
+    print(f"[escape] total {time.perf_counter() - t_all:.1f} s", file=sys.stderr, flush=True)
+    return _runs.table(minimizers, escape, flatness, built["times"])
+
+
+def plot(results: pd.DataFrame, config: dict):
+    """The paper's Figure 3 layout (:func:`flatmin.experiments.escape._figure.figure`) of a results table
+    (or of escape rows only), for ``config`` completed from the :class:`Settings` defaults."""
+    return _figure.figure(results, Settings.resolve(config).as_dict())
+
+
+# ----------------------------------------------------------------------------------------------
+# The audit's claims on this table (flatmin.claims): final values at the last checkpoint, mean over
+# seeds (final_table); a difference of test accuracies is a margin beyond 2 standard errors over seeds.
+
+
+def _final(results: pd.DataFrame) -> pd.DataFrame:
+    escape = escape_rows(results)
+    if escape.empty:
+        raise NotRun("no escape rows")
+    return final_table(escape)
+
+
+def _accuracy(fin: pd.DataFrame, method: str, batch) -> tuple[pd.Series, pd.Series]:
+    """The mean final test accuracy of ``method``'s runs at ``batch`` and its standard error over seeds,
+    indexed by rho."""
+    rows = fin[(fin["method"] == method) & (fin["batch"] == batch)]
+    se = (rows["test_acc_std"].fillna(0) / np.sqrt(rows["seeds"])).set_axis(rows["rho"])
+    return rows.set_index("rho")["test_acc_mean"], se
+
+
+_NO_RS_SA = "no batch size at which both RS and SA ran (their runs are not in the config)"
+_NO_COMMON_RHO = "no batch size at which RS and SA ran the same rho (their runs are not in the config)"
+_NO_LARGER_RHO = "no batch size with an RS run whose rho is >= an SA run's (their runs are not in the config)"
+
+
+def _rs_sa_batches(fin: pd.DataFrame) -> list:
+    return sorted(set(fin[fin["method"] == "rs"]["batch"]) & set(fin[fin["method"] == "sa"]["batch"]))
+
+
+def _margins(statistic, missing: str, reduce=min):
+    """A measure: ``statistic(fin, batch)`` (a margin, None where undefined) at every batch size that both
+    RS and SA ran, reduced over the batch sizes by ``reduce``; ``missing`` says what is not run when no
+    batch size has one."""
+
+    def measure(results):
+        fin = _final(results)
+        values = [v for v in (statistic(fin, batch) for batch in _rs_sa_batches(fin)) if v is not None]
+        if not values:
+            raise NotRun(missing)
+        return reduce(values)
+
+    return point_estimate(measure)
+
+
+def _sgd_stays(results) -> float:
+    """The largest |change of SGD's final test accuracy|."""
+    sgd = _final(results).query("method == 'sgd'")
+    if sgd.empty:
+        raise NotRun("no SGD run")
+    return float(sgd["d_test_acc_mean"].abs().max())
+
+
+def _equal_rho(fin, batch):
+    """The smallest margin of SA over RS at the rhos both ran at ``batch``."""
+    (rs, rs_se), (sa, sa_se) = _accuracy(fin, "rs", batch), _accuracy(fin, "sa", batch)
+    common = sorted(set(rs.index) & set(sa.index))
+    return min(sa[r] - rs[r] - 2 * np.hypot(sa_se[r], rs_se[r]) for r in common) if common else None
+
+
+def _best_against_best(fin, batch):
+    """The margin of SA at its best rho over RS at its best rho, at ``batch``."""
+    (rs, rs_se), (sa, sa_se) = _accuracy(fin, "rs", batch), _accuracy(fin, "sa", batch)
+    rs_best, sa_best = rs.idxmax(), sa.idxmax()
+    return sa[sa_best] - rs[rs_best] - 2 * np.hypot(sa_se[sa_best], rs_se[rs_best])
+
+
+def _smaller_rho(fin, batch):
+    """The best margin of an SA run over the best RS run whose rho is >= its own, at ``batch``."""
+    (rs, rs_se), (sa, sa_se) = _accuracy(fin, "rs", batch), _accuracy(fin, "sa", batch)
+    margins = []
+    for r in sa.index:
+        larger = rs.index >= r
+        if larger.any():
+            best = rs[larger].idxmax()
+            margins.append(sa[r] - rs[best] - 2 * np.hypot(sa_se[r], rs_se[best]))
+    return max(margins) if margins else None
+
+
+def _smallest_batch_best(results) -> float:
+    """At every SA rho run at >= 2 batch sizes: the smallest batch's final test accuracy minus the best of
+    the larger batches'; the smallest over the rhos."""
+    sa = _final(results).query("method == 'sa'")
+    values = []
+    for r in sorted(sa["rho"].unique()):
+        sub = sa[np.isclose(sa["rho"], r)].sort_values("batch")
+        if sub["batch"].nunique() >= 2:
+            accs = sub["test_acc_mean"].to_numpy()
+            values.append(float(accs[0] - accs[1:].max()))
+    if not values:
+        raise NotRun("no SA rho run at two or more batch sizes")
+    return min(values)
+
+
+def _worst_train_acc(results) -> float:
+    """The smallest training accuracy over every checkpoint, run and seed."""
+    escape = escape_rows(results)
+    if escape.empty:
+        raise NotRun("no escape rows")
+    return float(escape["train_acc"].min())
+
+
+def _trace_test_correlation(results) -> float:
+    """Spearman correlation, over the runs, of the mean changes of the Hessian trace and of the test accuracy."""
+    from scipy.stats import spearmanr
+
+    fin = _final(results)
+    if len(fin) < 3:
+        raise NotRun(f"a correlation over the runs needs 3 escape runs, found {len(fin)}")
+    return float(spearmanr(fin["d_hessian_trace_mean"], fin["d_test_acc_mean"]).statistic)
+
+
+CLAIMS = (
+    Claim("escape_sgd_stays", "Figure 3", "At the small constant step, SGD does not escape the sharp minimizer "
+          "(largest |change of test accuracy|)", "escape", point_estimate(_sgd_stays), 0.01, 0.0, "below",
+          "<= 0.01"),
+    Claim("escape_sa_beats_rs_equal_rho", "Figure 3", "SA escapes more than RS at equal rho, batch 128 "
+          "(smallest SA - RS final test accuracy beyond 2 SE over seeds)", "escape",
+          _margins(_equal_rho, _NO_COMMON_RHO), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_sa_beats_rs_best", "Figure 3", "SA at its best rho escapes more than RS at its best rho, "
+          "batch 128 (margin of final test accuracy beyond 2 SE over seeds; each over its rho grid)", "escape",
+          _margins(_best_against_best, _NO_RS_SA), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_sa_beats_rs_smaller_rho", "Figure 3", "SA escapes more than RS even with a smaller rho "
+          "(best margin beyond 2 SE over the best RS run with rho >= SA's)", "escape",
+          _margins(_smaller_rho, _NO_LARGER_RHO, max), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_small_batch_best", "Figure 3", "SA with batch 1 escapes best (margin of test accuracy over "
+          "larger batches)", "escape", point_estimate(_smallest_batch_best), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_train_acc_100", "Figure 3", "Training accuracy stays at 100% for every method "
+          "(minimum over checkpoints, runs, seeds)", "escape", point_estimate(_worst_train_acc), 1.0, 0.0,
+          "equal", "1"),
+    Claim("escape_trace_falls_as_test_rises", "§1, Figure 3", "The trace falls as test accuracy rises "
+          "(Spearman correlation of their changes over runs)", "escape",
+          point_estimate(_trace_test_correlation), 0.0, 0.0, "below", "< 0"),
+)
