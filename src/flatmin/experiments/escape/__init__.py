@@ -58,11 +58,11 @@ from flatmin.settings import Count, MethodName, Spec, StepParams
 ORDER = 6
 CAPTION = (
     "Escape from a sharp global minimizer on real data (the paper's Figure 3 at CPU scale): test "
-    "accuracy and Hessian trace of an MLP started at a badly generalizing minimizer, for SGD, RS and "
-    "SA at batch 128 over several rho and SA at batch 1, 64 and 128, mean and band over seeds. The "
-    "results table also holds Definition 3 measured on the network (flatmin.model_flatness): the "
-    "tangent gradient of the normalized trace, the trace and the top Hessian eigenvalue at both "
-    "minimizers and at seed 0's end point of every run."
+    "accuracy and Hessian trace of an MLP started at a badly generalizing minimizer, for the run groups "
+    "of the config (the methods over several rho at one batch size, and SA over several batch sizes), "
+    "mean and band over seeds. The results table also holds Definition 3 measured on the network "
+    "(flatmin.model_flatness): the tangent gradient of the normalized trace, the trace and the top "
+    "Hessian eigenvalue at both minimizers and at the end points of the best runs."
 )
 
 

@@ -24,7 +24,7 @@ from flatmin.training import minibatch_step, run_checkpointed
 TRACE_KEY, FLATNESS_KEY = 7, 8
 
 #: The columns of the results table (:func:`table`).
-COLUMNS = ["record", "method", "batch", "rho", "seed", "step", *METRICS, *FLATNESS, "param_norm", "epochs", "seconds"]
+COLUMNS = ["record", "method", "method_options", "batch", "rho", "seed", "step", *METRICS, *FLATNESS, "param_norm", "epochs", "seconds"]
 
 
 def build(config: dict) -> dict:
@@ -124,11 +124,13 @@ def table(minimizers: pd.DataFrame, escape: pd.DataFrame, flatness: pd.DataFrame
     """The results table (:data:`COLUMNS`) of the minimizer rows (:func:`minimizer_table`), the escape
     rows (:func:`run_group`'s, with their ``seconds``) and the flatness rows (:func:`flatness_rows`, with
     theirs); ``times``: the seconds of building the minimizers (``confusion``, ``clean_bad``,
-    ``clean_normal``). A column a record does not measure holds -1, never NaN."""
+    ``clean_normal``). A column a record does not measure holds -1 (``method_options``: empty), never NaN."""
     mins = minimizers.rename(columns={"minimizer": "method"})
     mins["seconds"] = [times["confusion"] + times["clean_bad"], times["clean_normal"], times["confusion"]]
     unmeasured = dict.fromkeys(FLATNESS, -1.0)
-    mins = mins.assign(record="minimizer", batch=0, rho=0.0, seed=0, step=0, **unmeasured)
+    mins = mins.assign(record="minimizer", method_options="", batch=0, rho=0.0, seed=0, step=0, **unmeasured)
     esc = escape.assign(record="escape", param_norm=-1.0, epochs=-1, **unmeasured)
+    options = escape.drop_duplicates(["method", "batch", "rho"]).set_index(["method", "batch", "rho"])["method_options"]
     flat = flatness.assign(record="flatness", param_norm=-1.0, epochs=-1)
+    flat["method_options"] = [options.get(key, "") for key in zip(flat["method"], flat["batch"], flat["rho"])]
     return pd.concat([mins[COLUMNS], esc[COLUMNS], flat[COLUMNS]], ignore_index=True)
