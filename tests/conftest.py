@@ -178,3 +178,18 @@ def valley():
         num_samples=VALLEY_K,
         hessian_rank=VALLEY_K,
     )
+
+
+@pytest.fixture(scope="module")
+def tanh_model():
+    """``(params, batch, loss_fn)``: a one-layer tanh model, a dict of arrays, 5 samples of 3 inputs and
+    2 targets, the mean square loss."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    params = {"w": jax.random.normal(k1, (3, 2)), "b": jnp.zeros(2)}
+    batch = (jax.random.normal(k2, (5, 3)), jnp.ones((5, 2)))
+
+    def loss_fn(p, b):
+        inputs, targets = b
+        return 0.5 * jnp.mean(jnp.sum((jnp.tanh(inputs @ p["w"] + p["b"]) - targets) ** 2, axis=1))
+
+    return params, batch, loss_fn

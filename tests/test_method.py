@@ -72,8 +72,8 @@ def test_a_stateful_method_runs_in_run_with_its_state_carried(hyperbola):
     np.testing.assert_allclose(points[:, -1], trajectory.iterates[:, -1], rtol=1e-12)
 
 
-def test_a_stateful_method_through_the_model_api(mlp_like):
-    params, batch, loss_fn = mlp_like
+def test_a_stateful_method_through_the_model_api(tanh_model):
+    params, batch, loss_fn = tanh_model
     grad_fn = flatmin.perturbed_gradient(loss_fn, "test_anti_gd", sigma=0.1)
     state = grad_fn.init(params)
     assert jax.tree.structure(state) == jax.tree.structure(params)
@@ -98,8 +98,8 @@ def test_a_method_of_function_values_only_estimates_the_gradient(hyperbola):
     assert flatmin.get_method("test_two_point").cost == flatmin.Cost(gradients=0, function_values=2)
 
 
-def test_has_aux_and_keys_as_in_jax(mlp_like):
-    params, batch, loss_fn = mlp_like
+def test_has_aux_and_keys_as_in_jax(tanh_model):
+    params, batch, loss_fn = tanh_model
 
     def with_aux(p, b):
         return loss_fn(p, b), {"norm": jnp.linalg.norm(p["w"])}
@@ -159,19 +159,6 @@ def test_every_builtin_declares_its_metadata():
         assert all(isinstance(p, flatmin.Param) and p.description for p in method.params.values())
     assert flatmin.get_method("rs").theory.theorem == "Theorem 1"
     assert flatmin.get_method("sa").theory.fixed == {"batch_size": 1}
-
-
-@pytest.fixture
-def mlp_like():
-    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    params = {"w": jax.random.normal(k1, (3, 4)), "b": jnp.zeros(4)}
-    batch = (jax.random.normal(k2, (8, 3)), jnp.ones((8, 4)))
-
-    def loss_fn(p, b):
-        inputs, targets = b
-        return 0.5 * jnp.mean(jnp.sum((jnp.tanh(inputs @ p["w"] + p["b"]) - targets) ** 2, axis=1))
-
-    return params, batch, loss_fn
 
 
 @pytest.fixture

@@ -224,8 +224,11 @@ def test_the_model_api_computes_in_float32_with_x64_off():
         models = {"mlp": (mlp, loss, predict), "conv": (conv, conv_loss, conv_predict)}
         for name, (params, lossf, predictf) in models.items():
             for method in flatmin.list_methods():
-                radius = {"rho": 0.05} if "rho" in flatmin.get_method(method).params else {}
-                value, grads = flatmin.value_and_perturbed_grad(lossf, method, **radius)(params, batch, k[0])
+                found = flatmin.get_method(method)
+                knobs = {name: 0.05 for name, p in found.params.items() if p.default is flatmin.method.REQUIRED}
+                io = (lambda b: b[1], lambda b, t: (b[0], t)) if "targets" in found.needs else None
+                grad_fn = flatmin.perturbed_gradient(lossf, method, targets=io, **knobs)
+                (value, grads), _ = grad_fn(params, grad_fn.init(params), batch, k[0])
                 seen[f"{name} {method}"] = dtypes((value, grads))
             seen[f"{name} hessian_trace"] = dtypes(flatmin.hessian_trace(lossf, params, batch, k[1], num_probes=4))
             seen[f"{name} hessian_top_eigenvalue"] = dtypes(

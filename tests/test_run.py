@@ -201,7 +201,7 @@ def test_divergence_raises_with_step():
 
 BAD_RUNS = [
     # (algorithm, params, kwargs, error type, message pattern)
-    ("adam", RS, {}, ValueError, "unknown method 'adam'; registered methods: gd, "),
+    ("adam", RS, {}, ValueError, "unknown method 'adam'; registered methods: anti_pgd, gd, "),
     ("rs", {k: v for k, v in RS.items() if k != "rho"}, {}, ValueError, r"needs parameter\(s\) \['rho'\]"),
     ("rs", {k: v for k, v in RS.items() if k != "eta"}, {}, ValueError, r"needs parameter\(s\) \['eta'\]"),
     ("rs", {**RS, "lr": 0.1}, {}, ValueError, "unknown parameter.*'lr'"),

@@ -81,6 +81,9 @@ def check_params(problem: Problem, algorithm: str, params: dict) -> dict:
     if "training_loss" in method.needs and not problem.is_training_loss:
         raise ValueError(f"method {method.name!r} needs a training loss (sample_losses); problem {problem.name!r} "
                          "has none")
+    if "targets" in method.needs and problem.predictions is None:
+        raise ValueError(f"method {method.name!r} perturbs the targets: it needs a problem with predictions and "
+                         f"targets (a square loss); problem {problem.name!r} has none")
     allowed = simulation_params(algorithm)
     given = {k: v for k, v in params.items() if k != "steps"}
     unknown = sorted(set(given) - set(allowed))

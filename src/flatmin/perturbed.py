@@ -46,8 +46,8 @@ class PerturbedGradient:
       TypeError: ``loss_fn`` does not return a scalar (with ``has_aux``: a pair whose first entry is one).
     """
 
-    def __init__(self, loss_fn: Callable, method: Method, hyper: dict, has_aux: bool):
-        self.loss_fn, self.method, self.has_aux = loss_fn, method, has_aux
+    def __init__(self, loss_fn: Callable, method: Method, hyper: dict, has_aux: bool, targets):
+        self.loss_fn, self.method, self.has_aux, self.targets_io = loss_fn, method, has_aux, targets
         self.static, traced = method.split(hyper)
         self.traced = {k: jnp.asarray(v) for k, v in traced.items()}
         self.hyper = hyper
@@ -63,12 +63,13 @@ class PerturbedGradient:
         check_finite(params)
         if key is None and self.draws:
             raise ValueError(f"method {self.method.name!r} draws random numbers: pass key=jax.random.PRNGKey(...)")
-        value, grads, state = _program(self.loss_fn, self.method, self.static, self.has_aux, params, state,
-                                       batch, key, self.traced)
+        value, grads, state = _program(self.loss_fn, self.method, self.static, self.has_aux, self.targets_io, params,
+                                       state, batch, key, self.traced)
         return (value, grads), state
 
 
-def perturbed_gradient(loss_fn: Callable, method: str, *, has_aux: bool = False, **params) -> PerturbedGradient:
+def perturbed_gradient(loss_fn: Callable, method: str, *, has_aux: bool = False, targets=None,
+                       **params) -> PerturbedGradient:
     """``method``'s gradient of ``loss_fn(params, batch)`` as a :class:`PerturbedGradient`, for every
     method, with or without state (e.g. a method with anticorrelated noise).
 
@@ -77,6 +78,8 @@ def perturbed_gradient(loss_fn: Callable, method: str, *, has_aux: bool = False,
         ``-> (loss, aux)``, as in ``jax.value_and_grad``); ``params`` any pytree (a dict of arrays, an
         Equinox module, Flax parameters).
       method: a registered method name (:func:`flatmin.list_methods`).
+      targets: ``(get, put)`` for a method that perturbs the targets (label-noise SGD): ``get(batch)`` the
+        batch's targets, ``put(batch, targets)`` the batch with them replaced.
       params: the method's parameters (``flatmin.get_method(method).params``), e.g. ``rho``; each is
         checked, and a bad or unknown one is a ValueError naming the allowed ones.
     """
@@ -85,10 +88,14 @@ def perturbed_gradient(loss_fn: Callable, method: str, *, has_aux: bool = False,
     if hyper.get("batch_size") is not None:
         raise ValueError(f"method {found.name!r}: batch_size = {hyper['batch_size']!r} sub-samples a loss with samples "
                          "(flatmin.run on a Problem); the model API's batch is the one you pass: leave batch_size out")
-    return PerturbedGradient(loss_fn, found, hyper, has_aux)
+    if "targets" in found.needs and targets is None:
+        raise ValueError(f"method {found.name!r} perturbs the targets: pass targets=(get, put), get(batch) -> the "
+                         "targets and put(batch, targets) -> the batch with them replaced")
+    return PerturbedGradient(loss_fn, found, hyper, has_aux, targets)
 
 
-def value_and_perturbed_grad(loss_fn: Callable, method: str, rho=None, *, has_aux: bool = False, **params):
+def value_and_perturbed_grad(loss_fn: Callable, method: str, rho=None, *, has_aux: bool = False, targets=None,
+                             **params):
     """The gradient of a method without state as a drop-in for ``jax.value_and_grad(loss_fn)``.
 
     Args: as :func:`perturbed_gradient`; ``rho`` (RS, SA, SAM: the radius; ``rho = 0`` gives ``g``
@@ -109,7 +116,7 @@ def value_and_perturbed_grad(loss_fn: Callable, method: str, rho=None, *, has_au
     """
     if rho is not None:
         params["rho"] = rho
-    gradient = perturbed_gradient(loss_fn, method, has_aux=has_aux, **params)
+    gradient = perturbed_gradient(loss_fn, method, has_aux=has_aux, targets=targets, **params)
     if gradient.method.stateful:
         raise ValueError(f"method {gradient.method.name!r} keeps a state across steps: use "
                          "flatmin.perturbed_gradient, whose init and call carry it")
@@ -121,12 +128,12 @@ def value_and_perturbed_grad(loss_fn: Callable, method: str, rho=None, *, has_au
 
 
 @eqx.filter_jit
-def _program(loss_fn, method, static, has_aux, params, state, batch, key, traced):
+def _program(loss_fn, method, static, has_aux, targets_io, params, state, batch, key, traced):
     # One compiled program per loss, method, structure and shape, shared by every gradient built for
     # them: the real-valued parameters are arguments, so a new rho neither traces nor keeps a program.
     diff, rest = floating_part(params)
 
-    def full(p):
+    def full(p, batch=batch):
         out = loss_fn(eqx.combine(p, rest), batch)
         if not has_aux:
             return scalar_loss(out), None
@@ -135,10 +142,28 @@ def _program(loss_fn, method, static, has_aux, params, state, batch, key, traced
                             f"{type(out).__name__}")
         return scalar_loss(out[0]), out[1]
 
-    oracle = Oracle(lambda p: full(p)[0], source="the loss you passed")
+    oracle = Oracle(lambda p: full(p)[0], source="the loss you passed", **_samples(full, batch, targets_io))
     if has_aux:
         (loss, aux), g = jax.value_and_grad(full, has_aux=True)(diff)
         oracle.remember(diff, loss, g)
     step = method.direction(oracle, diff, state, key, {**dict(static), **traced})
     value = (oracle.loss(diff), aux) if has_aux else oracle.loss(diff)
     return value, step.direction, step.state
+
+
+def _samples(full, batch, targets_io) -> dict:
+    """The per-sample and target parts of the oracle of a batch whose leaves share a leading sample axis
+    (the loss of a one-sample slice is that sample's loss), and of its targets where ``targets_io`` says
+    how to get and put them."""
+    leaves = jax.tree.leaves(batch)
+    out = {}
+    if leaves and all(jnp.ndim(leaf) >= 1 for leaf in leaves) and len({jnp.shape(leaf)[0] for leaf in leaves}) == 1:
+        def sample(i):
+            one = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1), batch)
+            return Oracle(lambda p: full(p, one)[0], source="a sample of the batch you passed")
+
+        out.update(sample=sample, size=int(jnp.shape(leaves[0])[0]))
+    if targets_io is not None:
+        get, put = targets_io
+        out.update(targets=get(batch), loss_with_targets=lambda p, t: full(p, put(batch, t))[0])
+    return out
