@@ -173,7 +173,7 @@ TINY = dict(
         {"method": "sa", "batch": 8, "rhos": [0.2]},
         {"method": "sa", "batch": 1, "rhos": [0.2]},
     ],
-    panel_a={"rs_rhos": [0.5], "sa_rhos": [0.2]}, panel_batch=8, batch_rho=0.2,
+    panel_a={"rs": [0.5], "sa": [0.2]}, panel_batch=8, batch_rho=0.2,
 )
 
 

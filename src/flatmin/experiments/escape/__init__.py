@@ -83,13 +83,6 @@ class RunGroup(Spec):
         "perturbation radii of the group, a non-empty list of finite numbers >= 0 (0 is SGD)"))
 
 
-class PanelA(Spec):
-    rs_rhos: list[Annotated[float, Field(ge=0)]] = Field(description=(
-        "rhos of the RS curves in panel (a), a list of numbers >= 0 (among the RS runs' rhos)"))
-    sa_rhos: list[Annotated[float, Field(ge=0)]] = Field(description=(
-        "rhos of the SA curves in panel (a), a list of numbers >= 0 (among the SA runs' rhos)"))
-
-
 class Settings(flatmin.settings.Settings):
     """Every knob of the experiment; the defaults are the paper profile (CPU scale)."""
 
@@ -153,10 +146,13 @@ class Settings(flatmin.settings.Settings):
         "the runs whose end points are measured: best (per method, the rho with the highest mean final test "
         "accuracy at panel_batch, and the best run over every batch) or all (every run)"))
     # figure
-    panel_a: PanelA = Field({"rs_rhos": [0.4, 8.0], "sa_rhos": [0.4, 0.6]}, description=(
-        "the RS and SA curves of panel (a), {rs_rhos, sa_rhos}"))
+    control: MethodName = Field("sgd", description="the control method, drawn dashed in every panel")
+    panel_a: dict[MethodName, list[Annotated[float, Field(ge=0)]]] = Field(
+        {"rs": [0.4, 8.0], "sa": [0.4, 0.6]}, description=(
+            "the curves of panel (a), {method: [rho, ...]} (among the runs' methods and rhos)"))
     panel_batch: Count = Field(128, ge=1, description="batch size of panels (a) and (b), an integer >= 1 (one of the runs' batches)")
-    batch_rho: float = Field(0.2, ge=0, description="rho of panel (c) (SA at every batch size), a number >= 0")
+    batch_method: MethodName = Field("sa", description="the method of panel (c), drawn at every batch size it ran")
+    batch_rho: float = Field(0.2, ge=0, description="rho of panel (c), a number >= 0")
 
     @model_validator(mode="after")
     def _consistent(self):
