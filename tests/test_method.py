@@ -152,7 +152,7 @@ def test_registration_and_parameters_are_checked():
 
 
 def test_every_builtin_declares_its_metadata():
-    for name in ("gd", "sgd", "sam", "rs", "rs_noproj", "sa"):
+    for name in ("gd", "sgd", "sam", "rs", "rs_noproj", "sa", "label_noise_sgd", "sam_per_sample", "anti_pgd"):
         method = flatmin.get_method(name)
         assert method.name == name and method.label and method.reference and method.style
         assert method.cost.gradients >= 1
@@ -166,3 +166,50 @@ def valley_erm():
     """A training loss of n = 10 samples."""
     problem = flatmin.make_problem("diagonal_net", n=10, p=30, sparsity=3, seed=0)
     return problem, problem.start(jax.random.PRNGKey(0))
+
+
+def test_a_direction_that_is_not_a_step_is_named_and_a_clash_is_refused(tanh_model):
+    params, batch, loss_fn = tanh_model
+
+    class Plain(flatmin.Method):
+        name = "test_plain"
+
+        def direction(self, oracle, x, state, key, hyper):
+            return oracle.grad(x), state
+
+    flatmin.register_method(Plain)
+    with pytest.raises(TypeError, match="method 'test_plain': direction must return flatmin.Step"):
+        flatmin.value_and_perturbed_grad(loss_fn, "test_plain")(params, batch, jax.random.PRNGKey(0))
+
+    class SGD(flatmin.Method):
+        name = "sgd"
+
+    with pytest.raises(ValueError, match="method 'sgd' is already registered by flatmin.methods.sgd.SGD"):
+        flatmin.register_method(SGD)
+
+
+def test_a_value_from_inside_a_cond_is_not_reused_outside_it(tanh_model):
+    """The oracle shares the gradient at a point only within one trace: a method that asks for it inside
+    a lax.cond branch leaves no tracer of that branch behind."""
+    params, batch, loss_fn = tanh_model
+
+    class Conditional(flatmin.Method):
+        name = "test_conditional"
+
+        def direction(self, oracle, x, state, key, hyper):
+            g = jax.lax.cond(True, lambda: oracle.grad(x), lambda: jax.tree.map(jnp.zeros_like, x))
+            return flatmin.Step(g, state)
+
+        def draws(self, hyper):
+            return False
+
+    flatmin.register_method(Conditional)
+    loss, grads = flatmin.value_and_perturbed_grad(loss_fn, "test_conditional")(params, batch)
+    np.testing.assert_allclose(ravel_pytree(grads)[0], ravel_pytree(jax.grad(loss_fn)(params, batch))[0], rtol=1e-13)
+    assert float(loss) == pytest.approx(float(loss_fn(params, batch)), rel=1e-14)
+
+
+def test_positional_rho_is_ignored_by_a_method_without_a_radius(tanh_model):
+    params, batch, loss_fn = tanh_model
+    loss, grads = flatmin.value_and_perturbed_grad(loss_fn, "sgd", 0.05)(params, batch)
+    np.testing.assert_array_equal(ravel_pytree(grads)[0], ravel_pytree(jax.jit(jax.grad(loss_fn))(params, batch))[0])

@@ -41,4 +41,4 @@ def project_out(u, w):
     uu = tree_dot(u, u)
     safe = jnp.where(uu > 0, uu, 1.0)
     coefficient = tree_dot(u, w) / safe
-    return jax.tree.map(lambda a, b: jnp.where(uu > 0, b - coefficient * a, b), u, w)
+    return jax.tree.map(lambda a, b: jnp.where(uu > 0, b - coefficient * a, b).astype(b.dtype), u, w)

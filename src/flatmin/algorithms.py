@@ -28,7 +28,7 @@ from flatmin import measurement
 from flatmin.checkpoints import checkpoint_steps
 from flatmin.flatness import _check_tolerances
 from flatmin.loop import descend, resimulate, run_loop
-from flatmin.method import REQUIRED, Param, get_method, problem_oracle
+from flatmin.method import REQUIRED, Method, Param, as_step, get_method, problem_oracle
 from flatmin.problem import Array, Problem
 from flatmin._precision import require_x64
 from flatmin._validation import seed_list
@@ -114,7 +114,8 @@ def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Ar
     """One perturbation vector ``v`` (shape ``(d,)``) of a gated method (``'rs'``, ``'rs_noproj'``,
     ``'sa'``, or one of your own): its ``v`` at ``x``, whatever the gate.
 
-    ``params`` are the method's other parameters (for SA: ``batch_size``, default the whole loss).
+    ``params`` are the method's other parameters, by default those its theorem fixes (SA: ``batch_size
+    = 1``, the perturbation Theorem 2 analyses).
     Compiled once per problem, method, non-real parameters and shape of ``x``: repeated calls (a Monte
     Carlo estimate in a Python loop) compile nothing new.
     """
@@ -122,34 +123,41 @@ def perturbation(problem: Problem, algorithm: str, x: Array, rho: float, key: Ar
     method = get_method(algorithm)
     if not hasattr(method, "perturbation"):
         raise ValueError(f"method {method.name!r} has no perturbation (it is not gated)")
+    fixed = method.theory.fixed if method.theory is not None else {}
     hyper = check_params(problem, algorithm, {"eta": 1.0, **({"eta_prime": 1.0} if method.gated else {}),
-                                              "rho": rho, **params})
+                                              **fixed, "rho": rho, **params})
     static, traced = _split(algorithm, hyper)
-    return _perturbation(problem, method.name, static, jnp.asarray(x, dtype=jnp.float64), key, traced)
+    return _perturbation(problem, method, static, jnp.asarray(x, dtype=jnp.float64), key, traced)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _perturbation(problem: Problem, algorithm: str, static: tuple, x, key, traced):
-    return get_method(algorithm).perturbation(problem_oracle(problem), x, key, {**dict(static), **traced})[1]
+def _perturbation(problem: Problem, method: Method, static: tuple, x, key, traced):
+    return method.perturbation(problem_oracle(problem), x, key, {**dict(static), **traced})[1]
+
+
+def _traced_step(problem: Problem, algorithm, static: tuple):
+    """``step(x, state, key, t, hyper) -> (x_next, state, perturbed)`` of the method registered as
+    ``algorithm`` now (a method registered anew gets its own), cached so that the compiled loops of
+    :mod:`flatmin.loop` are cached on it."""
+    return _step_of(problem, get_method(algorithm), static)
 
 
 @functools.lru_cache(maxsize=64)
-def _traced_step(problem: Problem, algorithm: str, static: tuple):
-    """``step(x, state, key, t, hyper) -> (x_next, state, perturbed)`` with the traced values in
-    ``hyper``; one function per key, so that the compiled loops of :mod:`flatmin.loop` are cached on it."""
-    method = get_method(algorithm)
-
+def _step_of(problem: Problem, method: Method, static: tuple):
     def step(x, state, key, t, hyper):
-        step = method.direction(problem_oracle(problem), x, state, key, {**dict(static), **hyper})
+        step = as_step(method, method.direction(problem_oracle(problem), x, state, key, {**dict(static), **hyper}))
         size = jnp.where(step.perturbed, hyper["eta_prime"], hyper["eta"]) if method.gated else hyper["eta"]
         return x - size * step.direction, step.state, jnp.asarray(step.perturbed)
 
     return step
 
 
+def _initial_state(problem: Problem, algorithm, static: tuple):
+    return _init_of(get_method(algorithm), static)
+
+
 @functools.lru_cache(maxsize=64)
-def _initial_state(problem: Problem, algorithm: str, static: tuple):
-    method = get_method(algorithm)
+def _init_of(method: Method, static: tuple):
     return lambda x, hyper: method.init(x, {**dict(static), **hyper})
 
 

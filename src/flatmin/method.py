@@ -32,6 +32,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import get_opaque_trace_state
 
 from flatmin._discovery import Discovery
 
@@ -231,19 +232,25 @@ class Oracle:
         self._targets, self._loss_with_targets = targets, loss_with_targets
         self._memo: dict[int, tuple] = {}
 
-    def loss(self, x):
+    def _hit(self, x):
+        # the same point object, in the same trace: a value from inside a cond or scan body is not
+        # reused outside it
         hit = self._memo.get(id(x))
+        return hit if hit is not None and hit[0] is x and hit[3] == _trace_state() else None
+
+    def loss(self, x):
+        hit = self._hit(x)
         return hit[1] if hit is not None else self._loss(x)
 
     def value_and_grad(self, x):
-        hit = self._memo.get(id(x))
+        hit = self._hit(x)
         if hit is None:
-            hit = self._memo[id(x)] = (x, *jax.value_and_grad(self._loss)(x))
+            hit = self._memo[id(x)] = (x, *jax.value_and_grad(self._loss)(x), _trace_state())
         return hit[1], hit[2]
 
     def remember(self, x, value, grad) -> None:
         """Record the value and gradient at ``x`` computed by the caller."""
-        self._memo[id(x)] = (x, value, grad)
+        self._memo[id(x)] = (x, value, grad, _trace_state())
 
     def grad(self, x):
         return self.value_and_grad(x)[1]
@@ -283,6 +290,18 @@ class Oracle:
             raise ValueError(f"{self._source} cannot be sub-sampled (batch_size = {size}): it has no samples "
                              "here (in the model API the batch you pass is the batch; leave batch_size out)")
         return self._minibatch(key, size)
+
+
+def _trace_state():
+    return get_opaque_trace_state(convention="flatmin")
+
+
+def as_step(method: Method, out) -> Step:
+    """``out`` if ``method.direction`` returned a :class:`Step`, else a TypeError saying what to return."""
+    if isinstance(out, Step):
+        return out
+    raise TypeError(f"method {method.name!r}: direction must return flatmin.Step(direction, state, perturbed), "
+                    f"got {type(out).__name__}")
 
 
 def problem_oracle(problem) -> Oracle:
@@ -343,10 +362,15 @@ def register_method(cls: type[Method]) -> type[Method]:
             raise TypeError(f"method {name!r}: params[{key!r}] must be a flatmin.Param, got {param!r}")
         if key in ("eta", "eta_prime", "final_gd_steps", "steps"):
             raise ValueError(f"method {name!r}: {key!r} is a parameter of the simulation, not of a method")
+        if key in ("has_aux", "targets", "key"):
+            raise ValueError(f"method {name!r}: {key!r} is a keyword of the model API, not a method parameter")
     _discover()
     existing = _REGISTRY.get(name)
-    if existing is not None and type(existing).__qualname__ != cls.__qualname__:
-        raise ValueError(f"method {name!r} is already registered by {type(existing).__module__}")
+    same = existing is not None and (type(existing).__module__, type(existing).__qualname__) == (
+        cls.__module__, cls.__qualname__)
+    if existing is not None and not same:
+        raise ValueError(f"method {name!r} is already registered by {type(existing).__module__}."
+                         f"{type(existing).__qualname__}")
     _REGISTRY[name] = cls()
     return cls
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from flatmin._model_inputs import check_finite, floating_part, scalar_loss
-from flatmin.method import Method, Oracle, get_method
+from flatmin.method import Method, Oracle, as_step, get_method
 
 
 class PerturbedGradient:
@@ -99,7 +99,8 @@ def value_and_perturbed_grad(loss_fn: Callable, method: str, rho=None, *, has_au
     """The gradient of a method without state as a drop-in for ``jax.value_and_grad(loss_fn)``.
 
     Args: as :func:`perturbed_gradient`; ``rho`` (RS, SA, SAM: the radius; ``rho = 0`` gives ``g``
-    exactly) may be given by position, and may be a traced value (swept under ``vmap``).
+    exactly) may be given by position, and may be a traced value (swept under ``vmap``); a method
+    without a radius (SGD) ignores it.
 
     Returns:
       ``f(params, batch, key=None) -> (value, grads)`` (see :class:`PerturbedGradient`).
@@ -114,7 +115,7 @@ def value_and_perturbed_grad(loss_fn: Callable, method: str, rho=None, *, has_au
         loss, grads = grad_fn(params, batch, key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
     """
-    if rho is not None:
+    if rho is not None and "rho" in get_method(method).params:  # ignored by a method without a radius
         params["rho"] = rho
     gradient = perturbed_gradient(loss_fn, method, has_aux=has_aux, targets=targets, **params)
     if gradient.method.stateful:
@@ -146,15 +147,15 @@ def _program(loss_fn, method, static, has_aux, targets_io, params, state, batch,
     if has_aux:
         (loss, aux), g = jax.value_and_grad(full, has_aux=True)(diff)
         oracle.remember(diff, loss, g)
-    step = method.direction(oracle, diff, state, key, {**dict(static), **traced})
+    step = as_step(method, method.direction(oracle, diff, state, key, {**dict(static), **traced}))
     value = (oracle.loss(diff), aux) if has_aux else oracle.loss(diff)
     return value, step.direction, step.state
 
 
 def _samples(full, batch, targets_io) -> dict:
     """The per-sample and target parts of the oracle of a batch whose leaves share a leading sample axis
-    (the loss of a one-sample slice is that sample's loss), and of its targets where ``targets_io`` says
-    how to get and put them."""
+    (the loss of a one-sample slice is that sample's loss: the leading axis is taken as the samples'),
+    and of its targets where ``targets_io`` says how to get and put them."""
     leaves = jax.tree.leaves(batch)
     out = {}
     if leaves and all(jnp.ndim(leaf) >= 1 for leaf in leaves) and len({jnp.shape(leaf)[0] for leaf in leaves}) == 1:

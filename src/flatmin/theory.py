@@ -148,4 +148,7 @@ def theory_params(algorithm: str, eps: float, delta: float = 1.0, dim: int | Non
         raise ValueError(f"schedule value(s) {overflowed} exceed the largest representable float "
                          f"({sys.float_info.max:.3g}) for eps={eps!r}, delta={delta!r}, dim={dim!r}, constants {k}")
     params["steps"] = math.ceil(params["steps"])
-    return {**params, **schedule_of(algorithm).fixed}
+    from flatmin.algorithms import simulation_params  # noqa: PLC0415 (the simulation imports this module)
+
+    taken = {**simulation_params(algorithm), "steps": None}
+    return {k: v for k, v in {**params, **schedule_of(algorithm).fixed}.items() if k in taken}

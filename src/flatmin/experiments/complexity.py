@@ -249,12 +249,14 @@ def plot(results: pd.DataFrame, config: dict):
     fig, axes = plt.subplots(1, 3, figsize=(15, 7), layout="constrained")
     eps_rows = results[results["sweep"] == "eps"]
     instances = sorted(eps_rows["instance"].unique())
-    for ax, letter, name in zip(axes[:2], "ab", theory_methods()):
-        schedule, label = schedule_of(name), get_method(name).label.split(" (")[0]
+    swept = list(dict.fromkeys([*config["eps_sweep"]["eps"], *theory_methods()]))  # the sweep's first
+    for ax, letter, name in zip(axes[:2], "ab", swept):
+        schedule, label = schedule_of(name), (get_method(name).label or name).split(" (")[0]
         _panel(ax, eps_rows[eps_rows["algorithm"] == name], "eps", "instance", schedule.rate, instances)
         ax.set(xlabel="target accuracy ε", title=f"({letter}) {label} ({schedule.theorem}) against ε")
     _panel(axes[2], results[results["sweep"] == "dim"], "dim", "algorithm", "theorem")
-    axes[2].set(xlabel="dimension d", title=f"(c) RS and SA against d on the {config['dim_sweep']['instance']['label']}, "
+    swept = " and ".join((get_method(m).label or m).split(" (")[0] for m in config["dim_sweep"]["algorithms"])
+    axes[2].set(xlabel="dimension d", title=f"(c) {swept} against d on the {config['dim_sweep']['instance']['label']}, "
                              f"ε={config['dim_sweep']['eps']}")
     fig.suptitle(f"E3: iterations to an approximate flat minimum under the theory schedules, "
                  f"{config['seeds']} seeds per point")

@@ -34,8 +34,8 @@ from flatmin.experiments._sweeps import progress
 from flatmin.plotting import check_finite, log_log
 from flatmin.flatness import normalized_trace, tangent_projector
 from flatmin.method import get_method
-from flatmin.settings import Count, ProblemSpec
-from flatmin.theory import schedule_of, theory_methods
+from flatmin.settings import Count, ProblemSpec, TheoryAlgorithm
+from flatmin.theory import schedule_of
 
 ORDER = 1
 CAPTION = (
@@ -47,6 +47,8 @@ CAPTION = (
 
 class Settings(flatmin.settings.Settings):
     seed: Count = Field(0, ge=0, description="random seed of the Monte Carlo draws, an integer >= 0")
+    methods: list[TheoryAlgorithm] = Field(["rs", "sa"], min_length=1, description=(
+        "the gated methods whose identity is measured, a non-empty list of methods with a theorem's schedule"))
     draws: Count = Field(400_000, ge=2, description="Monte Carlo draws per point, an integer >= 2 (the standard error needs two)")
     rho_problem: ProblemSpec = Field({"name": "hyperbola", "params": {"depth": 2}}, description=(
         "problem of the rho sweep, {name, params}; its tangent space at rho_point must be one-dimensional"))
@@ -148,7 +150,7 @@ def compute(config: dict) -> pd.DataFrame:
     rows = []
     spec = config["rho_problem"]
     problem = flatmin.make_problem(spec["name"], **spec.get("params", {}))
-    for algorithm in theory_methods():
+    for algorithm in config["methods"]:
         for rho in config["rhos"]:
             key, sub = jax.random.split(key)
             progress("identities", f"{algorithm} rho={rho}")
@@ -161,7 +163,7 @@ def compute(config: dict) -> pd.DataFrame:
         m = params.get("m", 1)
         problem = flatmin.make_problem(spec["name"], **{**params, "k": dim - m})
         x_star = jnp.r_[jnp.full(m, config["dim_point_u"]), jnp.zeros(dim - m)]
-        for algorithm in theory_methods():
+        for algorithm in config["methods"]:
             key, sub = jax.random.split(key)
             progress("identities", f"{algorithm} d={dim}")
             stats = tangential_mean(problem, algorithm, x_star, config["dim_rho"], config["draws"], sub)
@@ -170,7 +172,7 @@ def compute(config: dict) -> pd.DataFrame:
     spec = config["control_problem"]
     problem = flatmin.make_problem(spec["name"], **spec.get("params", {}))
     x_star = jnp.asarray(problem.flattest_points)[0]
-    for algorithm in [a for a in theory_methods()
+    for algorithm in [a for a in config["methods"]
                       if problem.is_training_loss or "training_loss" not in get_method(a).needs]:
         key, sub = jax.random.split(key)
         progress("identities", f"control {algorithm} on {spec['name']}")
@@ -215,7 +217,7 @@ def plot(results: pd.DataFrame, config: dict):
     check_finite(results, ["measured", "se", "predicted"], "identities")
     fig, (ax_rho, ax_dim) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     rho_rows = results[results["part"] == "rho"]
-    for i, algorithm in enumerate(theory_methods()):
+    for i, algorithm in enumerate(dict.fromkeys(rho_rows["algorithm"])):
         color = f"C{i}"
         rows = rho_rows[rho_rows["algorithm"] == algorithm]
         ax_rho.errorbar(rows["rho"], rows["measured"], yerr=2 * rows["se"], fmt="o", color=color,

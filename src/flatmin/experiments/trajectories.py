@@ -53,7 +53,6 @@ import flatmin
 import flatmin.settings
 from flatmin.algorithms import simulation_params
 from flatmin.method import get_method
-from flatmin.theory import theory_methods
 from flatmin.experiments._sweeps import progress
 from flatmin.settings import Count, RunInstance, Seeds, Spec
 from flatmin.claims import Claim, NotRun, instance_labels, point_estimate, select
@@ -364,7 +363,7 @@ def _flatter_than_gd(results):
     for instance in instance_labels(results):
         final = final_trace_by_method(results, instance)
         if "gd" in final.index:
-            margins += [final["gd"] - final[name] for name in theory_methods() if name in final.index]
+            margins += [final["gd"] - final[name] for name in ("rs", "sa") if name in final.index]  # the claim's
     if not margins:
         raise NotRun("no instance with GD and RS or SA runs")
     return min(margins)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 
 from flatmin._tree import tree_norm, tree_where
 from flatmin.method import Cost, Method, Param, Step
@@ -35,4 +34,5 @@ class Gated(Method):
     def direction(self, oracle, x, state, key, hyper):
         g, v = self.perturbation(oracle, x, key, hyper)
         perturbed = tree_norm(g) <= hyper["eps0"]
-        return Step(tree_where(perturbed, jax.tree.map(jnp.add, g, v), g), state, perturbed)
+        total = jax.tree.map(lambda a, b: (a + b).astype(a.dtype), g, v)
+        return Step(tree_where(perturbed, total, g), state, perturbed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from flatmin.method import Method, Param, Step, register_method
 from flatmin.methods.sgd import BATCH_SIZE, minibatch
@@ -36,5 +37,8 @@ class LabelNoiseSGD(Method):
         batch, key = minibatch(oracle, key, hyper["batch_size"])
         targets = batch.targets
         draw = jax.random.normal if hyper["noise"] == "gaussian" else jax.random.rademacher
-        noisy = targets + hyper["sigma"] * draw(key, targets.shape, targets.dtype)
+        leaves, treedef = jax.tree.flatten(targets)
+        keys = jax.random.split(key, len(leaves)) if len(leaves) > 1 else [key]
+        noisy = treedef.unflatten([
+            t + hyper["sigma"] * draw(k, jnp.shape(t), jnp.result_type(t, float)) for t, k in zip(leaves, keys)])
         return Step(jax.grad(lambda y: batch.loss_with_targets(y, noisy))(x), state)

@@ -31,6 +31,9 @@ class SAMPerSample(Method):
 
     def direction(self, oracle, x, state, key, hyper):
         batch, _ = minibatch(oracle, key, hyper["batch_size"])
+        if batch.size is None:
+            raise ValueError("sam_per_sample needs the samples of the loss at hand: a training-loss problem, or in "
+                             "the model API a batch whose leaves share a leading sample axis")
 
         def one(i):
             sample = batch.sample(i)

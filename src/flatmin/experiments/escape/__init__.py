@@ -156,7 +156,12 @@ class Settings(flatmin.settings.Settings):
 
     @model_validator(mode="after")
     def _consistent(self):
+        seen = set()
         for group in self.runs:
+            for rho in group.rhos:
+                if (group.method, group.batch, rho) in seen:  # the tables key runs on these three
+                    raise ValueError(f"runs: {group.method} at batch {group.batch} and rho {rho:g} appears twice")
+                seen.add((group.method, group.batch, rho))
             if group.batch > self.n_train:
                 raise ValueError(f"runs: batch {group.batch} of the {group.method} group exceeds n_train = {self.n_train}")
         if self.flatness_seeds > self.seeds:
