@@ -68,7 +68,7 @@ def test_a_stateful_method_runs_in_run_with_its_state_carried(hyperbola):
                                   record_every=20)
     assert trajectory.states.shape == (2, 4, 2)  # (seeds, checkpoints, d): z at every checkpoint
     # a replay from a checkpoint carries the state recorded there: the same iterates as the run
-    points, _ = trajectory.replay([0, 1], [1, 1], [60, 60], every=20)
+    points, _, _ = trajectory.replay([0, 1], [1, 1], [60, 60], every=20)
     np.testing.assert_allclose(points[:, -1], trajectory.iterates[:, -1], rtol=1e-12)
 
 

@@ -32,7 +32,7 @@ from flatmin.algorithms import (
     run,
     simulate,
 )
-from flatmin.measurement import first_flat_step, measure
+from flatmin.measurement import first_flat_queries, first_flat_step, measure
 from flatmin.theory import theory_params
 from flatmin.perturbed import PerturbedGradient, perturbed_gradient, value_and_perturbed_grad
 from flatmin.curvature import TopEigenvalue, hessian_top_eigenvalue, hessian_trace
@@ -51,6 +51,7 @@ __all__ = [
     "Step",
     "TopEigenvalue",
     "Trajectory",
+    "first_flat_queries",
     "first_flat_step",
     "flatness",
     "get_method",

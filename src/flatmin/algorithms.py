@@ -227,11 +227,36 @@ class Trajectory:
             return jnp.asarray(points)
         return descend(_gd_step(self.problem), {"eta": float(self.params["eta"])}, points, steps)
 
-    def replay(self, rows, start_index, stops, every: int) -> tuple[jax.Array, jax.Array]:
+    def perturbed_steps(self) -> np.ndarray:
+        """``(num_seeds, num_checkpoints)``: how many main steps before each checkpoint were perturbed."""
+        lengths = np.diff(self.checkpoints, prepend=0)
+        return np.rint(np.cumsum(np.asarray(self.perturbed_fraction) * lengths, axis=1)).astype(int)
+
+    def queries(self, steps, perturbed, final_gd_steps=0) -> dict[str, np.ndarray]:
+        """Oracle queries of ``steps`` main steps of which ``perturbed`` were perturbed, then
+        ``final_gd_steps`` GD steps of the whole loss (arrays of one shape, or scalars), in per-sample units: a gradient of a mini-batch of ``B``
+        samples counts ``B``, one of the whole loss ``n`` (1 for a loss without samples); keys
+        ``gradient_queries``, ``function_queries`` (:meth:`flatmin.Method.step_cost`)."""
+        method = get_method(self.algorithm)
+        hyper = {k: v for k, v in self.params.items() if k in method.params}
+        n = self.problem.num_samples or 1
+        batch = hyper.get("batch_size") or n
+
+        def per_step(perturbed_step):
+            cost = method.step_cost(hyper, perturbed_step)
+            return cost.gradients * batch + cost.full_gradients * n, cost.function_values * batch
+
+        (grad_on, value_on), (grad_off, value_off) = per_step(True), per_step(False)
+        steps, perturbed = np.asarray(steps), np.asarray(perturbed)
+        return {"gradient_queries": perturbed * grad_on + (steps - perturbed) * grad_off + final_gd_steps * n,
+                "function_queries": perturbed * value_on + (steps - perturbed) * value_off}
+
+    def replay(self, rows, start_index, stops, every: int) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Seeds ``rows`` (indices into :attr:`seeds`) re-simulated from their checkpoint
         ``start_index`` to the main-phase steps ``stops``, with the same random keys (so the same
         iterates up to rounding): the iterates every ``every`` steps and at each stop, ``(len(rows),
-        length, d)``, and the steps they follow, ``(len(rows), length)``."""
+        length, d)``, the steps they follow, ``(len(rows), length)``, and how many of the steps since the
+        checkpoint were perturbed, ``(len(rows), length)``."""
         rows, start_index = np.asarray(rows), np.asarray(start_index)
         static, traced = _split(self.algorithm, self.params)
         states = jax.tree.map(lambda a: jnp.asarray(a[rows, start_index]), self.states)
@@ -321,12 +346,16 @@ class RunResult:
       first_flat_step: with ``eps``, per seed the first step whose iterate is (eps, sqrt(eps))-flat
         (:func:`flatmin.measurement.first_flat_step`); ``-1`` if no checkpoint is flat; ``0`` where
         the start is already flat (:class:`AlreadyFlatWarning` says so); else None.
+      first_flat_queries: with ``eps``, per seed the oracle queries to that point,
+        ``{"gradient_queries", "function_queries"}`` in per-sample units
+        (:func:`flatmin.measurement.first_flat_queries`); ``-1`` where none is flat; else None.
     """
 
     metrics: pd.DataFrame
     final: np.ndarray
     iterates: np.ndarray
     first_flat_step: np.ndarray | None = None
+    first_flat_queries: dict | None = None
 
 
 def run(
@@ -387,7 +416,8 @@ def run(
         message = already_flat_message(problem, metrics, eps, flat_criterion)
         if message:
             warnings.warn(message, AlreadyFlatWarning, stacklevel=2)
-        first_flat = measurement.first_flat_step(trajectory, metrics, eps, criterion=flat_criterion,
-                                                 resolution=flat_resolution, after_gd=measure_after_gd)
+        first_flat, perturbed = measurement.first_flat(trajectory, metrics, eps, criterion=flat_criterion,
+                                                       resolution=flat_resolution, after_gd=measure_after_gd)
+        queries = measurement.queries_to(trajectory, first_flat, perturbed, measure_after_gd)
     iterates = trajectory.iterates
-    return RunResult(metrics, iterates[:, -1], iterates, first_flat)
+    return RunResult(metrics, iterates[:, -1], iterates, first_flat, queries if eps is not None else None)

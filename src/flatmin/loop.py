@@ -85,21 +85,23 @@ def run_loop(step, init, gd_step, hyper: dict, starts, seeds, checkpoints: np.nd
 
 @functools.lru_cache(maxsize=64)
 def _resimulation(step, length: int):
-    """The jitted ``(starts, states, seeds, lo, hi, resolution, hyper) -> (points, ends)`` of
+    """The jitted ``(starts, states, seeds, lo, hi, resolution, hyper) -> (points, ends, perturbed)`` of
     :func:`resimulate`."""
 
     def one_seed(x, state, seed, lo, hi, resolution, hyper):
         key = jax.random.PRNGKey(seed)
 
         def one_step(carry, k, t):
-            return step(*carry, k, t, hyper)[:2]
+            x, state, count = carry
+            x, state, perturbed = step(x, state, k, t, hyper)
+            return x, state, count + perturbed
 
         def segment(carry, j):
             end = jnp.minimum(lo + j * resolution, hi)
             carry = run_steps(one_step, carry, jnp.minimum(lo + (j - 1) * resolution, hi), end, key=key)
-            return carry, (carry[0], end)
+            return carry, (carry[0], end, carry[2])
 
-        return jax.lax.scan(segment, (x, state), jnp.arange(1, length + 1))[1]
+        return jax.lax.scan(segment, (x, state, jnp.array(0)), jnp.arange(1, length + 1))[1]
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, 0, 0, None, None)))
 
@@ -107,8 +109,9 @@ def _resimulation(step, length: int):
 def resimulate(step, hyper: dict, starts, states, seeds, lo: np.ndarray, hi: np.ndarray, resolution: int):
     """Per row, the main-phase steps ``lo .. hi`` from ``starts`` and the method's ``states`` there
     again (the same keys, so the same iterates up to rounding): the iterates every ``resolution`` steps
-    and at ``hi``, shape ``(rows, length, d)``, and the steps they follow, ``(rows, length)`` (repeating
-    ``hi`` at the end of shorter rows)."""
+    and at ``hi``, shape ``(rows, length, d)``, the steps they follow, ``(rows, length)`` (repeating
+    ``hi`` at the end of shorter rows), and how many of the steps from ``lo`` to each were perturbed,
+    ``(rows, length)``."""
     length = int(-(-int(np.max(hi - lo)) // resolution))
     return _resimulation(step, length)(starts, states, np.asarray(seeds), lo, hi, resolution, hyper)
 

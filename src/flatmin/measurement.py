@@ -103,7 +103,35 @@ def measure(trajectory, *, flatness: bool = True, after_gd: int = 0, eps: float 
 
 def first_flat_step(trajectory, metrics: pd.DataFrame, eps: float, *, criterion: str = "distance",
                     resolution: int | None = None, after_gd: int = 0) -> np.ndarray:
-    """Per seed of ``trajectory``, the first step whose iterate is (eps, sqrt(eps))-flat, -1 if none.
+    """Per seed of ``trajectory``, the first step whose iterate is (eps, sqrt(eps))-flat, -1 if none
+    (:func:`first_flat`)."""
+    return first_flat(trajectory, metrics, eps, criterion=criterion, resolution=resolution, after_gd=after_gd)[0]
+
+
+def first_flat_queries(trajectory, metrics: pd.DataFrame, eps: float, *, criterion: str = "distance",
+                       resolution: int | None = None, after_gd: int = 0) -> dict[str, np.ndarray]:
+    """Per seed, the oracle queries spent to reach the first (eps, sqrt(eps))-flat point: the main steps
+    before it (perturbed or not, counted exactly) and the ``after_gd`` GD steps that output it, in
+    per-sample units (:meth:`flatmin.Trajectory.queries`); -1 where no point is flat."""
+    first, perturbed = first_flat(trajectory, metrics, eps, criterion=criterion, resolution=resolution,
+                                  after_gd=after_gd)
+    return queries_to(trajectory, first, perturbed, after_gd)
+
+
+def queries_to(trajectory, first, perturbed, after_gd: int = 0) -> dict[str, np.ndarray]:
+    """The queries of :func:`first_flat_queries` from :func:`first_flat`'s output; a first flat step in
+    the final GD phase counts its GD steps."""
+    found = first >= 0
+    main = np.where(found, np.minimum(first, trajectory.main_steps), 0)
+    final_gd = np.where(found, np.maximum(first - trajectory.main_steps, 0), 0) + after_gd
+    queries = trajectory.queries(main, np.where(found, perturbed, 0), final_gd)
+    return {name: np.where(found, value, -1) for name, value in queries.items()}
+
+
+def first_flat(trajectory, metrics: pd.DataFrame, eps: float, *, criterion: str = "distance",
+               resolution: int | None = None, after_gd: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed of ``trajectory``, the first step whose iterate is (eps, sqrt(eps))-flat (-1 if none), and
+    how many main steps before it were perturbed (exactly, from the simulation and the replay).
 
     ``metrics`` is :func:`measure` of ``trajectory`` with the same ``eps``, ``criterion`` and
     ``after_gd``; its first flat checkpoint is the answer at the checkpoints' resolution. With
@@ -117,22 +145,27 @@ def first_flat_step(trajectory, metrics: pd.DataFrame, eps: float, *, criterion:
         raise ValueError("metrics has no 'flat' column: measure the trajectory with eps first")
     flat_steps = metrics[metrics["flat"]].groupby("seed")["step"].min()
     first = np.array([flat_steps.get(s, -1) for s in trajectory.seeds])
+    checkpoints = trajectory.checkpoints
+    before = trajectory.perturbed_steps()  # perturbed main steps before each checkpoint
+    last_main = np.searchsorted(checkpoints, trajectory.main_steps)
+    at = np.searchsorted(checkpoints, np.minimum(np.maximum(first, 0), trajectory.main_steps))
+    perturbed = np.where(first >= 0, before[np.arange(len(first)), np.minimum(at, last_main)], 0)
     if resolution is None:
-        return first
+        return first, perturbed
     if not (isinstance(resolution, (int, np.integer)) and resolution >= 1):
         raise ValueError(f"resolution must be an integer >= 1, got {resolution!r}")
-    checkpoints = trajectory.checkpoints
     main = checkpoints[checkpoints <= trajectory.main_steps]
     rows = np.flatnonzero((first > 0) & (first <= trajectory.main_steps))
     if resolution >= np.diff(main).max() or not rows.size:
-        return first
+        return first, perturbed
     index = np.searchsorted(checkpoints, first)
-    points, ends = trajectory.replay(rows, index[rows] - 1, first[rows], resolution)
+    points, ends, counts = trajectory.replay(rows, index[rows] - 1, first[rows], resolution)
     measures = flatness_measures(trajectory, points.reshape(-1, trajectory.problem.dim), after_gd)
     flat = np.asarray(flat_test(measures, eps, criterion=criterion)).reshape(len(rows), -1)
-    refined = first.copy()
+    refined, refined_perturbed = first.copy(), perturbed.copy()
     for i, row in enumerate(rows):
         hits = np.flatnonzero(flat[i])
         if hits.size:
             refined[row] = int(ends[i, hits[0]])
-    return refined
+            refined_perturbed[row] = before[row, index[row] - 1] + int(counts[i, hits[0]])
+    return refined, refined_perturbed

@@ -131,10 +131,13 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-    """What one step costs in oracle queries: gradients and function values of the loss at hand."""
+    """What one step costs in oracle queries: gradients and function values of the loss at hand (a
+    mini-batch where the method draws one, else the whole loss), and gradients of the whole loss beside
+    a mini-batch's (SA's gate and projection)."""
 
     gradients: int
     function_values: int = 0
+    full_gradients: int = 0
 
 
 class Step(NamedTuple):
@@ -186,6 +189,13 @@ class Method:
     def draws(self, hyper: Mapping) -> bool:
         """Whether a step with these parameters draws random numbers (needs a key)."""
         return True
+
+    def step_cost(self, hyper: Mapping, perturbed: bool) -> Cost:
+        """The oracle queries of a step with these parameters: :attr:`cost`, or for a gated method's step
+        that is not perturbed :attr:`unperturbed_cost` (default :attr:`cost`)."""
+        if perturbed or not self.gated:
+            return self.cost
+        return self.unperturbed_cost or self.cost
 
     @property
     def stateful(self) -> bool:

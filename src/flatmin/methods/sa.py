@@ -7,7 +7,7 @@ import math
 import jax
 
 from flatmin._tree import axpy, project_out, tree_norm, unit_sphere
-from flatmin.method import Param, register_method
+from flatmin.method import Cost, Param, register_method
 from flatmin.methods._gated import EPS0, RHO, Gated
 from flatmin.methods.sgd import BATCH_SIZE
 from flatmin.theory import Schedule
@@ -86,6 +86,16 @@ class SA(Gated):
         final_gd_phase=True,
         fixed={"batch_size": 1},
     )
+
+    def step_cost(self, hyper, perturbed):
+        """Two gradients of the batch when perturbed (at ``x`` and at the SA point), one when not, and with
+        ``projection = "full"`` and a batch, a gradient of the whole loss beside them for the gate (and the
+        step that is not perturbed takes that one alone). Remark 2's extra gradient, evaluated only where
+        the batch gradient vanishes exactly, is not counted."""
+        full = hyper["projection"] == "full" and hyper["batch_size"] is not None
+        if perturbed:
+            return Cost(gradients=2, full_gradients=int(full))
+        return Cost(gradients=0, full_gradients=1) if full else Cost(gradients=1)
 
     def perturbation(self, oracle, x, key, hyper):
         if hyper["batch_size"] is None:
