@@ -55,7 +55,7 @@ COMPLEXITY = {
 IDENTITIES_COLUMNS = ["part", "algorithm", "problem", "dim", "rho", "measured", "se", "predicted", "trace_slope"]
 DECREASE_COLUMNS = ["seed", "algorithm", "eps", "dim", "window", "decrease_per_step", "decrease_per_perturbed_step",
                     "tangent_grad_norm_start", "tangent_grad_norm_end", "perturbed_fraction", "bound", "sweep"]
-COMPLEXITY_COLUMNS = ["seed", "algorithm", "eps", "dim", "budget", "first_flat_step", "flat_fraction",
+COMPLEXITY_COLUMNS = ["seed", "algorithm", "eps", "dim", "budget", "first_flat_step", "gradient_queries", "flat_fraction",
                       "trbar_limit_start", "trbar_limit_end", "flattest_trace", "sweep", "instance"]
 
 
@@ -252,6 +252,9 @@ def test_complexity_rs_flat_within_budget_on_the_ramp(complexity_results):
     assert rs["first_flat_step"].notna().all(), rs
     assert ((rs["first_flat_step"] > 0) & (rs["first_flat_step"] <= rs["budget"])).all()
     assert (rs["flat_fraction"] > 0).all()
+    # RS takes gradients of the whole loss, of n = k = d - 1 samples here: n per step, 2n per perturbed step
+    steps, queries, n = rs["first_flat_step"], rs["gradient_queries"], rs["dim"] - 1
+    assert ((queries >= n * steps) & (queries <= 2 * n * steps)).all() and (queries > n * steps).any(), rs
     # flat needs s q' <= sqrt(eps), i.e. q' <= 1/2, where trbar - C = s q <= 0.16 s: down the ramp (drop 1)
     assert (rs["trbar_limit_end"] - rs["flattest_trace"] < 0.2 * (rs["trbar_limit_start"] - rs["flattest_trace"])).all()
 

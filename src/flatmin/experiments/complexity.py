@@ -149,7 +149,8 @@ PRESETS = {
 def steps_to_flat(problem, algorithm: str, eps: float, config: dict, constants: dict | None = None,
                   flat_criterion: str = "distance", instance: str | None = None,
                   sweep: str = "eps_sweep") -> pd.DataFrame:
-    """One row per seed: ``first_flat_step`` (NaN if never within the budget), ``budget``,
+    """One row per seed: ``first_flat_step`` (NaN if never within the budget) and ``gradient_queries``
+    to it (per-sample gradients, :func:`flatmin.first_flat_queries`; NaN likewise), ``budget``,
     ``flat_fraction`` over the main-phase checkpoints after step 0, start and end traces.
 
     ``constants``: the instance's overrides of ``config["constants"][algorithm]``;
@@ -173,6 +174,7 @@ def steps_to_flat(problem, algorithm: str, eps: float, config: dict, constants: 
     main = metrics[(metrics["phase"] == "main") & (metrics["step"] > 0)]
     by_seed = main.groupby("seed")
     first = np.where(result.first_flat_step >= 0, result.first_flat_step, np.nan)
+    queries = result.first_flat_queries["gradient_queries"]
     return pd.DataFrame({
         "seed": sorted(main["seed"].unique()),
         "algorithm": algorithm,
@@ -180,6 +182,7 @@ def steps_to_flat(problem, algorithm: str, eps: float, config: dict, constants: 
         "dim": problem.dim,
         "budget": budget,
         "first_flat_step": first,
+        "gradient_queries": np.where(queries >= 0, queries, np.nan),
         "flat_fraction": by_seed["flat"].mean().to_numpy(),
         "trbar_limit_start": metrics[metrics["step"] == 0].sort_values("seed")["trbar_limit"].to_numpy(),
         "trbar_limit_end": by_seed["trbar_limit"].last().to_numpy(),
