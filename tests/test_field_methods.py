@@ -48,8 +48,8 @@ def test_label_noise_sgd_with_sign_noise_and_on_a_pytree(tanh_model):
     np.testing.assert_allclose(ravel_pytree(grads)[0], ravel_pytree(expected)[0], rtol=1e-12)
     with pytest.raises(ValueError, match="perturbs the targets: pass targets=\\(get, put\\)"):
         flatmin.value_and_perturbed_grad(loss_fn, "label_noise_sgd", sigma=0.5)
-    with pytest.raises(ValueError, match="needs a problem with predictions and targets.*'valley_bowl' has none"):
-        flatmin.run(flatmin.make_problem("valley_bowl"), "label_noise_sgd", None, {"eta": 0.1, "sigma": 0.1}, 1)
+    with pytest.raises(ValueError, match="needs a problem with predictions and targets.*'factorization' has none"):
+        flatmin.run(flatmin.make_problem("factorization"), "label_noise_sgd", None, {"eta": 0.1, "sigma": 0.1}, 1)
 
 
 def test_sam_per_sample_averages_each_samples_sam_gradient(net, tanh_model):
@@ -95,3 +95,13 @@ def test_the_field_methods_declare_their_needs_and_cost():
     assert flatmin.get_method("label_noise_sgd").needs == {"training_loss", "targets"}
     assert flatmin.get_method("sam_per_sample").cost == flatmin.Cost(gradients=2)
     assert flatmin.get_method("anti_pgd").stateful and flatmin.get_method("anti_pgd").cost == flatmin.Cost(1)
+
+
+@pytest.mark.parametrize("name", flatmin.list_problems())
+def test_a_problems_predictions_and_targets_give_its_sample_losses(name):
+    problem = flatmin.make_problem(name)
+    if problem.predictions is None:
+        pytest.skip(f"{name} gives no predictions")
+    x = problem.start(jax.random.PRNGKey(0)) + 0.1 * jax.random.normal(jax.random.PRNGKey(1), (problem.dim,))
+    np.testing.assert_allclose(problem.square_loss_scale * (problem.predictions(x) - problem.targets) ** 2,
+                               problem.sample_losses(x), rtol=1e-12, atol=1e-15)

@@ -4,7 +4,8 @@ see docs/paper_notes.md §5, §7.
 ``X* = {w = 0}``, ``hessian_rank = k``, and at ``w = 0`` the Hessian is ``diag(0_m, c b(u))``, so
 ``trbar(u, 0) = C b(u)`` with ``C = sum_j c_j / (m + k)`` and ``dPhi`` projects on the ``u``-coordinates.
 Each ``b >= 1`` with ``min b = 1``, so ``flattest_trace = C``. Training-loss form: ``n = k`` samples
-``f_j = (k/2) c_j b(u) w_j^2``. No closed-form ``Phi`` (``u`` moves ``O(||w||^2)``; integrate the flow).
+``f_j = (k/2) c_j b(u) w_j^2``, the square loss ``(1/2) (p_j - 0)^2`` of the predictions
+``p_j = sqrt(k c_j b(u)) w_j`` against targets 0. No closed-form ``Phi`` (``u`` moves ``O(||w||^2)``; integrate the flow).
 Three shapes ``b``, one registered name each:
 
 - ``valley_bowl``: ``b = 1 + ||u||^2/2``, trace strongly convex along ``X*``, flattest at ``u = 0``.
@@ -46,6 +47,9 @@ def _valley(fam, shape, u_sharp, u_flat, m, k, c, noise, params, flattest_distan
     def sample_losses(x):
         return (k / 2) * c_j * shape(x[:m]) * x[m:] ** 2
 
+    def predictions(x):  # b >= 1: the square loss of these against targets 0 is sample_losses
+        return jnp.sqrt(k * c_j * shape(x[:m])) * x[m:]
+
     u_sharp = np.broadcast_to(np.asarray(u_sharp, dtype=np.float64), (m,))
     x_sharp = np.concatenate([u_sharp, np.zeros(k)])
     x_flat = np.concatenate([np.broadcast_to(u_flat, (m,)), np.zeros(k)])[None]
@@ -54,6 +58,8 @@ def _valley(fam, shape, u_sharp, u_flat, m, k, c, noise, params, flattest_distan
         dim=m + k,
         loss=lambda x: jnp.mean(sample_losses(x)),
         sample_losses=sample_losses,
+        predictions=predictions,
+        targets=jnp.zeros(k),
         num_samples=k,
         hessian_rank=k,
         flattest_trace=float(c.sum() / (m + k)),
