@@ -213,3 +213,29 @@ def test_positional_rho_is_ignored_by_a_method_without_a_radius(tanh_model):
     params, batch, loss_fn = tanh_model
     loss, grads = flatmin.value_and_perturbed_grad(loss_fn, "sgd", 0.05)(params, batch)
     np.testing.assert_array_equal(ravel_pytree(grads)[0], ravel_pytree(jax.jit(jax.grad(loss_fn))(params, batch))[0])
+
+
+def test_the_new_entry_points_compile_once_per_shape(tanh_model, hyperbola):
+    """perturbed_gradient (with state, with targets), a field method on a problem, and first_flat_queries:
+    a second call at a seen shape, even through a gradient built anew, compiles nothing."""
+    from conftest import CompileEvents
+
+    params, batch, loss_fn = tanh_model
+    io = (lambda b: b[1], lambda b, t: (b[0], t))
+    key = jax.random.PRNGKey(0)
+    x0 = jnp.array([2.2, 0.4])
+
+    def calls(sigma):
+        anti = flatmin.perturbed_gradient(loss_fn, "anti_pgd", sigma=sigma)
+        anti(params, anti.init(params), batch, key)
+        flatmin.value_and_perturbed_grad(loss_fn, "label_noise_sgd", sigma=sigma, targets=io)(params, batch, key)
+        flatmin.value_and_perturbed_grad(loss_fn, "sam_per_sample", sigma)(params, batch)
+        flatmin.run(hyperbola, "rs", x0, {"eta": 0.05, "eta_prime": 0.05, "rho": sigma, "eps0": 0.05}, 300, 2,
+                    record_every=50, eps=0.1, flat_resolution=7).first_flat_queries
+
+    with CompileEvents() as first:
+        calls(0.1)
+    assert first.events  # the counter sees the first call's compilations
+    with CompileEvents() as seen:
+        calls(0.2)
+    assert seen.events == [], seen.events
