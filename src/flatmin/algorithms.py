@@ -152,10 +152,6 @@ def _step_of(problem: Problem, method: Method, static: tuple):
     return step
 
 
-def _initial_state(problem: Problem, algorithm, static: tuple):
-    return _init_of(get_method(algorithm), static)
-
-
 @functools.lru_cache(maxsize=64)
 def _init_of(method: Method, static: tuple):
     return lambda x, hyper: method.init(x, {**dict(static), **hyper})
@@ -234,9 +230,10 @@ class Trajectory:
 
     def queries(self, steps, perturbed, final_gd_steps=0) -> dict[str, np.ndarray]:
         """Oracle queries of ``steps`` main steps of which ``perturbed`` were perturbed, then
-        ``final_gd_steps`` GD steps of the whole loss (arrays of one shape, or scalars), in per-sample units: a gradient of a mini-batch of ``B``
-        samples counts ``B``, one of the whole loss ``n`` (1 for a loss without samples); keys
-        ``gradient_queries``, ``function_queries`` (:meth:`flatmin.Method.step_cost`)."""
+        ``final_gd_steps`` GD steps of the whole loss (arrays of one shape, or scalars), in per-sample
+        units: a gradient of a mini-batch of ``B`` samples counts ``B``, one of the whole loss ``n`` (1 for
+        a loss without samples); keys ``gradient_queries``, ``function_queries``
+        (:meth:`flatmin.Method.step_cost`)."""
         method = get_method(self.algorithm)
         hyper = {k: v for k, v in self.params.items() if k in method.params}
         n = self.problem.num_samples or 1
@@ -317,7 +314,7 @@ def simulate(
     checkpoints = _checkpoints(int(steps), int(record_every), p["final_gd_steps"])
     static, traced = _split(algorithm, p)
     iterates, states, perturbed, first_bad = run_loop(
-        _traced_step(problem, algorithm, static), _initial_state(problem, algorithm, static), _gd_step(problem),
+        _traced_step(problem, algorithm, static), _init_of(get_method(algorithm), static), _gd_step(problem),
         traced, starts, seed_values, checkpoints, steps)
     bad_seeds = np.flatnonzero(first_bad >= 0)
     if bad_seeds.size:

@@ -50,7 +50,6 @@ class PerturbedGradient:
         self.loss_fn, self.method, self.has_aux, self.targets_io = loss_fn, method, has_aux, targets
         self.static, traced = method.split(hyper)
         self.traced = {k: jnp.asarray(v) for k, v in traced.items()}
-        self.hyper = hyper
         self.draws = method.draws(hyper)
 
     def init(self, params):
