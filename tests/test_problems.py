@@ -23,6 +23,7 @@ CASES = {
     "valley_bowl": ("valley_bowl", {"m": 2, "k": 3, "curvatures": [1.0, 2.0, 0.5]}),
     "valley_ramp": ("valley_ramp", {"eps": 1e-2, "m": 2, "k": 2}),
     "valley_wells": ("valley_wells", {"m": 2, "k": 2}),
+    "valley_split": ("valley_split", {}),
     "diagonal_net": ("diagonal_net", {"n": 6, "p": 12, "sparsity": 2, "seed": 0}),
     "matrix_sensing": ("matrix_sensing", {"m": 5, "r": 3, "r_star": 1, "N": 8, "seed": 1}),
     "factorization": ("factorization", {"m": 4, "r": 2}),
@@ -377,3 +378,24 @@ def test_problem_factory_returns_the_registered_factory_and_names_the_choices_fo
     assert factory is problem_factory("valley_ramp")
     with pytest.raises(KeyError, match=r"unknown problem 'no_such_family'; registered problems: .*valley_ramp"):
         problem_factory("no_such_family")
+
+
+def test_valley_split_trace_and_top_eigenvalue_have_their_own_minimizers():
+    from flatmin.problems.valley import split_minimizers
+
+    prob = flatmin.make_problem("valley_split", top=10.0, side=4.0, noise=0.0)
+    u = np.linspace(-1.5, 2.0, 3501)
+    hessian = jax.jit(jax.vmap(lambda ui: jax.hessian(prob.loss)(jnp.array([ui, 0.0, 0.0]))))
+    eigenvalues = np.linalg.eigvalsh(np.asarray(hessian(jnp.asarray(u))))
+    u_trace, u_top = split_minimizers(10.0, 4.0)
+    assert u[np.argmin(eigenvalues.sum(axis=1))] == pytest.approx(u_trace, abs=1e-3)
+    assert u[np.argmin(eigenvalues.max(axis=1))] == pytest.approx(u_top, abs=1e-3)
+    assert abs(u_trace - u_top) > 0.5
+    assert eigenvalues.sum(axis=1).min() / 3 == pytest.approx(prob.flattest_trace, rel=1e-6)
+    at_start = np.linalg.eigvalsh(np.asarray(jax.hessian(prob.loss)(jnp.array([-2.0, 0.0, 0.0]))))
+    assert prob.smoothness == pytest.approx(at_start.max())
+
+
+def test_valley_split_refuses_a_top_direction_that_is_not_on_top():
+    with pytest.raises(ValueError, match=r"top must be a finite number in \(9.0, inf\], got 5.0"):
+        flatmin.make_problem("valley_split", top=5.0, side=4.0)

@@ -13,6 +13,9 @@ Three shapes ``b``, one registered name each:
   over a drop ``drop``, then bottoms out smoothly at ``u = 0``.
 - ``valley_wells``: a tilted double well in each ``u_i``, flat minima at every ``u in {-1, +1}^m``,
   flattest at ``u = (1, ..., 1)``.
+- ``valley_split``: one factor per direction (``m = 1``, ``k = 2``), so that the trace and the top
+  eigenvalue of the Hessian have different minimizers along ``X*``: what tells a method that lowers the
+  trace (1-SAM, label-noise SGD, RS, SA) from one that lowers the top eigenvalue (full-batch SAM).
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ def _check_sizes(fam, m, k, curvatures):
     return m, k, c
 
 
-def _valley(fam, shape, u_sharp, u_flat, m, k, c, noise, params, flattest_distance=None) -> Problem:
-    """The valley with shape ``b: u (m,) -> ()``, sharp minimum ``(u_sharp, 0)``, flattest ``(u_flat, 0)``
-    (``flattest_distance``: when the flattest minima are more than that point)."""
+def _valley(fam, shape, u_sharp, u_flat, m, k, c, noise, params, flattest_distance=None,
+            flattest_trace=None) -> Problem:
+    """The valley with shape ``b: u (m,) -> ()`` (or ``(k,)``, one factor per direction ``w_j``), sharp
+    minimum ``(u_sharp, 0)``, flattest ``(u_flat, 0)`` (``flattest_distance``: when the flattest minima are
+    more than that point; ``flattest_trace``: when ``min b`` is not 1 there)."""
     noise = check_float(fam, "noise", noise, 0.0)
     c_j = jnp.asarray(c)
 
@@ -62,11 +67,11 @@ def _valley(fam, shape, u_sharp, u_flat, m, k, c, noise, params, flattest_distan
         targets=jnp.zeros(k),
         num_samples=k,
         hessian_rank=k,
-        flattest_trace=float(c.sum() / (m + k)),
+        flattest_trace=float(c.sum() / (m + k)) if flattest_trace is None else flattest_trace,
         flattest_points=jnp.asarray(x_flat),
         flattest_distance=flattest_distance,
         initial_point=jittered(x_sharp, noise),
-        smoothness=float(c.max() * shape(jnp.asarray(u_sharp))),  # Hessian norm at (u_sharp, 0)
+        smoothness=float(jnp.max(c_j * shape(jnp.asarray(u_sharp)))),  # Hessian norm at (u_sharp, 0)
         params=dict(params, m=m, k=k, curvatures=c.tolist(), noise=noise),
     )
 
@@ -158,3 +163,37 @@ def valley_wells(
         fam, shape, start, 1.0, m, k, c, noise, dict(asymmetry=a, depth=depth, start=start),
         flattest_distance=distance_to_both_wells if a == 0 else None,
     )
+
+
+def split_minimizers(top: float, side: float) -> tuple[float, float]:
+    """``(u_trace, u_top)``: where ``valley_split(top, side)`` has its smallest trace and its smallest top
+    eigenvalue along ``X*``."""
+    return (top - side) / (top + side), 1.0
+
+
+@register_problem("valley_split")
+def valley_split(top=10.0, side=4.0, start=-2.0, noise=1e-3) -> Problem:
+    """``f = (1/2) (l_1(u) w_1^2 + l_2(u) w_2^2)``, ``u`` in R, with the Hessian's eigenvalues on ``X*``::
+
+        l_1(u) = top (1 + (u - 1)^2 / 2)     (the top one: smallest, top, at u = 1)
+        l_2(u) = 1 + side (u + 1)^2 / 2      (smallest, 1, at u = -1)
+
+    With ``top > 1 + 2 side``, ``l_1 > l_2`` at ``u = 1``, so the top eigenvalue ``max(l_1, l_2)`` is
+    smallest at ``u_top = 1``, where the trace ``l_1 + l_2`` is smallest at
+    ``u_trace = (top - side) / (top + side)`` (:func:`split_minimizers`; 3/7 at the defaults), the
+    flattest point. The sharp start is ``u = start``. Training-loss form as every valley (``n = k = 2``).
+
+    Args: top > 1 + 2 side; side > 0; start, the sharp start's ``u``; noise, its distance from ``X*``.
+    """
+    fam = "valley_split"
+    side = check_float(fam, "side", side, 0.0, open_low=True)
+    top = check_float(fam, "top", top, 1.0 + 2.0 * side, open_low=True)
+    start = check_float(fam, "start", start)
+
+    def shape(u):
+        return jnp.stack([1.0 + 0.5 * (u[0] - 1.0) ** 2, 1.0 + 0.5 * side * (u[0] + 1.0) ** 2])
+
+    u_trace, _ = split_minimizers(top, side)
+    trace = top * (1.0 + 0.5 * (u_trace - 1.0) ** 2) + 1.0 + 0.5 * side * (u_trace + 1.0) ** 2
+    return _valley(fam, shape, start, u_trace, 1, 2, np.array([top, 1.0]), noise,
+                   dict(top=top, side=side, start=start), flattest_trace=trace / 3)
