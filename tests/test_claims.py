@@ -35,10 +35,13 @@ def test_claims_are_collected_from_the_experiments_in_their_order():
     import importlib
 
     modules = [importlib.import_module(f"flatmin.experiments.{name}") for name in experiments.experiment_names()]
-    assert CLAIMS == tuple(claim for module in modules for claim in module.CLAIMS)
+    assert CLAIMS == tuple(claim for module in modules for claim in getattr(module, "CLAIMS", ()))
     assert len(CLAIMS) == 33 and len(set(claim_ids())) == 33
     for module in modules:  # each module holds the claims on its own results table
         name = module.__name__.rsplit(".", 1)[1]
+        if not hasattr(module, "CLAIMS"):  # its claims come from its table (claims_from_results)
+            assert hasattr(module, "claims_from_results"), module
+            continue
         assert module.CLAIMS and {claim.experiment for claim in module.CLAIMS} == {name}
     assert collect_claims(["complexity", "decrease"]) == modules[2].CLAIMS + modules[1].CLAIMS
     assert collect_claims([modules[0]]) == modules[0].CLAIMS

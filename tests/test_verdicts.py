@@ -87,8 +87,15 @@ def test_verdict_above_ignores_the_tolerance():
 
 
 def test_every_verdict_is_in_verdicts_and_confirming_excludes_the_failures():
-    assert set(CONFIRMING) | {"not confirmed", "not run"} == set(VERDICTS) and len(set(VERDICTS)) == len(VERDICTS)
-    assert "not confirmed" not in CONFIRMING and "not run" not in CONFIRMING
+    others = {"measured: no stated value", "not confirmed", "not run"}
+    assert set(CONFIRMING) | others == set(VERDICTS) and len(set(VERDICTS)) == len(VERDICTS)
+    assert not others & set(CONFIRMING)
+
+
+def test_a_measured_claim_states_no_value_and_is_neither_confirmed_nor_refuted():
+    c = claim("measured", expected=float("nan"))
+    assert c.verdict(Estimate(-2.0, -2.5, -1.5)) == "measured: no stated value"
+    assert np.isnan(c.distance(Estimate(-2.0, -2.5, -1.5))) and c.explain(Estimate(-2.0, -2.5, -1.5)) == ""
 
 
 def test_verdict_unknown_kind_raises():

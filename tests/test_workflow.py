@@ -177,7 +177,7 @@ def test_audit_without_results_has_a_row_per_claim(tmp_path):
     claims = pytest.importorskip("flatmin.claims")
     outputs = {key: str(tmp_path / name) for key, name in
                (("audit_md", "audit.md"), ("audit_csv", "audit.csv"), ("table1_md", "table1.md"),
-                ("table1_tex", "table1.tex"))}
+                ("table1_tex", "table1.tex"), ("ranking_md", "ranking.md"))}
     audit = workflow.audit_to_files({}, load(QUICK), outputs)
     assert len(audit) == len(claims.collect_claims()) and set(audit["verdict"]) == {"not run"}
     assert len(pd.read_csv(outputs["audit_csv"])) == len(claims.collect_claims())

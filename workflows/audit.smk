@@ -15,6 +15,7 @@ rule audit:
         ),
         table1_md=table("table1.md"),
         table1_tex=table("table1.tex"),
+        ranking_md=table("ranking.md"),
         sidecars=[sidecar(table(name)) for name in TABLE_FILES],
     log:
         log_file("audit"),

@@ -15,7 +15,7 @@ from flatmin.workflow import replace_problem_specs
 
 SIDECAR = ".provenance.json"
 FIGURE_FORMATS = ["pdf", "png"]
-TABLE_FILES = ["audit.md", "audit.csv", "table1.md", "table1.tex"]
+TABLE_FILES = ["audit.md", "audit.csv", "table1.md", "table1.tex", "ranking.md"]
 
 
 def use_complete_cli_config(config, required):

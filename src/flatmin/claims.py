@@ -18,6 +18,8 @@ holds what every claim shares: the verdict logic, the helpers the measures are b
   the bound's side, ``bound holds: within tolerance`` when it is beyond the bound by at most the
   tolerance (the interval plays no part);
 - ``below`` / ``above`` (a statistic against a threshold, no tolerance): ``threshold met``;
+- ``measured`` (a statistic no paper states a value for, e.g. a tuned method's exponent on the
+  yardstick): ``measured: no stated value``, with the estimate and its interval;
 - ``not confirmed``: none of the above, or the measure failed on the data. It is reported, never hidden;
 - ``not run``: the config did not produce the claim's data (the experiment was disabled, or its table
   lacks the rows the claim selects); the note says what is missing.
@@ -42,12 +44,14 @@ VERDICTS = (
     "consistent: interval contains", "consistent: within tolerance",
     "bound attained: interval contains", "bound attained: within tolerance",
     "bound holds", "bound holds: within tolerance",
-    "threshold met", "not confirmed", "not run",
+    "threshold met", "measured: no stated value", "not confirmed", "not run",
 )
-(CONTAINS, WITHIN, ATTAINED_CONTAINS, ATTAINED_WITHIN, HOLDS, HOLDS_WITHIN, THRESHOLD_MET, NOT_CONFIRMED,
+(CONTAINS, WITHIN, ATTAINED_CONTAINS, ATTAINED_WITHIN, HOLDS, HOLDS_WITHIN, THRESHOLD_MET, MEASURED, NOT_CONFIRMED,
  NOT_RUN) = VERDICTS
 CONFIRMING = VERDICTS[:7]
-"""The verdicts that support the claim (every one but ``not confirmed`` and ``not run``)."""
+"""The verdicts that support a claim (every one but ``measured``, ``not confirmed`` and ``not run``)."""
+MEASURED_KIND = "measured"
+"""The kind of a claim that reports a measured statistic against no stated value (verdict ``measured``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +68,9 @@ class Claim:
       tolerance: allowed absolute deviation from ``expected``.
       kind: ``"equal"``, ``"attained"`` (an upper bound's exponent on the instance built to attain
         it), ``"at_most"`` / ``"at_least"`` (a bound: the measured value on its side), ``"below"``
-        (the measured value at most ``expected``: a test statistic against its threshold) or
-        ``"above"`` (strictly larger: a margin); the verdicts are in the module docstring.
+        (the measured value at most ``expected``: a test statistic against its threshold),
+        ``"above"`` (strictly larger: a margin) or ``"measured"`` (no stated value: ``expected`` is NaN);
+        the verdicts are in the module docstring.
       expected_text: how to print ``expected``.
     """
 
@@ -80,6 +85,8 @@ class Claim:
     expected_text: str = ""
 
     def verdict(self, estimate: Estimate) -> str:
+        if self.kind == MEASURED_KIND:
+            return MEASURED
         inside = estimate.low <= self.expected <= estimate.high
         close = self.distance(estimate) <= self.tolerance
         if self.kind in ("equal", "attained"):
@@ -96,6 +103,8 @@ class Claim:
     def distance(self, estimate: Estimate) -> float:
         """How far the measured value is from the stated value (``equal``, ``attained``) or beyond the
         bound or threshold (the other kinds: 0 on its side)."""
+        if self.kind == MEASURED_KIND:
+            return float("nan")
         gap = estimate.value - self.expected
         beyond = {"at_most": gap, "below": gap, "at_least": -gap, "above": -gap}
         return max(beyond[self.kind], 0.0) if self.kind in beyond else abs(gap)
@@ -104,7 +113,8 @@ class Claim:
         """The note of a verdict reached through the tolerance, or refused beyond it: the distance,
         the tolerance and the interval."""
         verdict = self.verdict(estimate)
-        if verdict not in (WITHIN, ATTAINED_WITHIN, HOLDS_WITHIN, NOT_CONFIRMED) or self.kind in ("below", "above"):
+        if verdict not in (WITHIN, ATTAINED_WITHIN, HOLDS_WITHIN, NOT_CONFIRMED) or self.kind in ("below", "above",
+                                                                                                MEASURED_KIND):
             return ""
         relation = "<=" if verdict != NOT_CONFIRMED else ">"
         return (f"distance {self.distance(estimate):.3g} {relation} tolerance {self.tolerance:g}; "
@@ -182,17 +192,26 @@ def instance_labels(results: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(results["instance"]))
 
 
-def collect_claims(experiments: Iterable[str | ModuleType] | None = None) -> tuple[Claim, ...]:
+def collect_claims(experiments: Iterable[str | ModuleType] | None = None,
+                   results: dict[str, pd.DataFrame] | None = None) -> tuple[Claim, ...]:
     """The ``CLAIMS`` of the experiment modules, in order: ``experiments`` (experiment names, see
     :func:`flatmin.experiments.get`, or modules), by default every known experiment
-    (:func:`flatmin.experiments.experiment_names`)."""
+    (:func:`flatmin.experiments.experiment_names`). With ``results`` (experiment name -> results table),
+    each named experiment's module that defines ``claims_from_results(table) -> tuple[Claim]`` adds the
+    claims its table supports (one per method and problem that ran, say), after its ``CLAIMS``."""
     # Imported here: the experiment modules import this one for Claim and the helpers.
     from flatmin import experiments as known
 
     if experiments is None:
         experiments = known.experiment_names()
-    modules = [known.get(experiment) if isinstance(experiment, str) else experiment for experiment in experiments]
-    return tuple(claim for module in modules for claim in getattr(module, "CLAIMS", ()))
+    claims = []
+    for experiment in experiments:
+        module = known.get(experiment) if isinstance(experiment, str) else experiment
+        claims.extend(getattr(module, "CLAIMS", ()))
+        from_results = getattr(module, "claims_from_results", None)
+        if results is not None and isinstance(experiment, str) and experiment in results and from_results:
+            claims.extend(from_results(results[experiment]))
+    return tuple(claims)
 
 
 def claim_ids() -> list[str]:
@@ -214,16 +233,19 @@ def _slope_columns(claim: Claim, results: pd.DataFrame) -> dict:
     except ValueError:  # fewer than 3 levels: no halves to compare
         return {}
     half = profile.asymptotic_half
-    trend = {"towards": "towards theory", "away": "away from theory"}.get(trend_towards(profile, claim.expected),
-                                                                        "no significant change")
+    if claim.kind == MEASURED_KIND:
+        trend = "no stated value"
+    else:
+        trend = {"towards": "towards theory", "away": "away from theory"}.get(trend_towards(profile, claim.expected),
+                                                                            "no significant change")
     return {"local_slopes": profile.local_text(), "asymptotic_half": half.value, "asymptotic_half_low": half.low,
             "asymptotic_half_high": half.high, "trend": trend}
 
 
 def evaluate(results: dict[str, pd.DataFrame], config: dict | None = None,
              claims: Iterable[Claim] | None = None) -> pd.DataFrame:
-    """Evaluate ``claims`` (by default :func:`collect_claims`) on ``results`` (experiment name ->
-    results table).
+    """Evaluate ``claims`` (by default :func:`collect_claims` with ``results``: the experiments' claims and
+    those their tables generate) on ``results`` (experiment name -> results table).
 
     A claim whose experiment is absent from ``results``, or whose measure raises :class:`NotRun`,
     gets the verdict ``not run`` with what is missing in ``note``. A measure that fails on the data
@@ -236,7 +258,7 @@ def evaluate(results: dict[str, pd.DataFrame], config: dict | None = None,
     ``trend``: ``towards theory``, ``away from theory`` or ``no significant change``
     (:func:`flatmin.analysis.trend_towards`)."""
     rows = []
-    for claim in collect_claims() if claims is None else claims:
+    for claim in collect_claims(results=results) if claims is None else claims:
         row = {"id": claim.id, "reference": claim.reference, "statement": claim.statement,
                "experiment": claim.experiment, "expected": claim.expected_text or f"{claim.expected:g}",
                "tolerance": claim.tolerance, "measured": np.nan, "low": np.nan, "high": np.nan,
