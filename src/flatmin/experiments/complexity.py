@@ -38,11 +38,12 @@ from flatmin.settings import (
 
 ORDER = 3
 CAPTION = (
-    "E3, iteration complexity (Table 1, Theorems 1 and 2): steps to the first (eps, sqrt(eps))-flat "
+    "E3, iteration complexity (Table 1, Theorems 1 and 2): steps (top) and per-sample gradient queries "
+    "(bottom; a whole-loss gradient counts n, SA's final GD phase included) to the first (eps, sqrt(eps))-flat "
     "iterate against eps and against d, on the ramp and bowl valleys, the hyperbola and the diagonal "
     "linear net (eps; SA's flat test on the net bounds the loss gap, not the distance) and on the ramp (d; "
     "SA alone at the largest d), over many seeds, with log-log fits and their local slopes, bootstrap "
-    "confidence intervals and the theory lines."
+    "confidence intervals and the theorems' budgets (in steps)."
 )
 
 _RAMP = {"name": "valley_ramp", "params": {"m": 1, "k": 7}, "eps_param": "eps", "label": "ramp"}
@@ -220,49 +221,69 @@ def compute(config: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, theory_label: str, order=None) -> None:
-    """First flat step (mean ±2 SE, fitted log-log slope with its 95% bootstrap interval) and the
-    theorem's budget (dashed), one colour per ``group_by`` value (colour ``C<k>`` for the value's
-    position ``k`` in ``order``, so that panels sharing ``order`` share colours)."""
+UNITS = {"first_flat_step": "iterations", "gradient_queries": "per-sample gradient queries"}
+"""The y quantity of each row of the figure, by results column: the steps of the theorems, and the
+gradients they cost (:func:`flatmin.first_flat_queries`)."""
+
+
+def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, value: str, theory_label: str | None = None,
+           order=None) -> None:
+    """``value`` (a column of :data:`UNITS`) to the first flat point, mean ±2 SE over the seeds that
+    reached one, with its fitted log-log slope and 95% bootstrap interval, one colour per ``group_by``
+    value (colour ``C<k>`` for the value's position ``k`` in ``order``, so that panels sharing
+    ``order`` share colours). With ``theory_label``, the theorem's budget (dashed) and the seeds never
+    flat within it, annotated there: both are counted in steps, so only the steps panels carry them."""
     order = sorted(rows[group_by].unique()) if order is None else list(order)
     for label, group in rows.groupby(group_by):
         i = order.index(label)
-        stats = group.groupby(level).agg(mean=("first_flat_step", "mean"), sem=("first_flat_step", "sem"),
-                                         missing=("first_flat_step", lambda s: s.isna().sum()),
-                                         budget=("budget", "first"))
+        stats = group.groupby(level).agg(mean=(value, "mean"), sem=(value, "sem"),
+                                         missing=(value, lambda s: s.isna().sum()), budget=("budget", "first"))
         ax.errorbar(stats.index, stats["mean"], yerr=2 * stats["sem"].fillna(0), fmt="o-", color=f"C{i}",
                     label=f"{str(label).upper() if group_by == 'algorithm' else label}"
-                          f"{slope_label(group.dropna(subset=['first_flat_step']), level, 'first_flat_step')}")
+                          f"{slope_label(group.dropna(subset=[value]), level, value)}")
+        if theory_label is None:
+            continue
         ax.plot(stats.index, stats["budget"], "--", color=f"C{i}", alpha=0.6)
         for x, row in stats[stats["missing"] > 0].iterrows():
             ax.annotate(f"{int(row['missing'])} not flat", (x, row["budget"]), fontsize=7, color=f"C{i}")
-    ax.plot([], [], "k--", alpha=0.6, label=f"budget cT·{theory_label} (per instance)")
+    if theory_label is not None:
+        ax.plot([], [], "k--", alpha=0.6, label=f"budget cT·{theory_label} (per instance)")
     log_log(ax)
-    ax.set(ylabel="iterations to an (ε, √ε)-flat point")
+    ax.set(ylabel=f"{UNITS[value]} to an (ε, √ε)-flat point")
+    if not ax.get_legend_handles_labels()[0]:  # a gradient-queries panel of an algorithm the sweep left out
+        return
     # below the axes: the curves span the whole panel, a legend inside would hide some of them
-    ax.legend(fontsize=7, title=f"first flat step, mean ±2 SE; 95% CI; local slopes by increasing {level}",
+    ax.legend(fontsize=7, title=f"{UNITS[value]}, mean ±2 SE; 95% CI; local slopes by increasing {level}",
               title_fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
 
 
 def plot(results: pd.DataFrame, config: dict):
-    # first_flat_step is NaN by design where a run never became flat: those are annotated, not dropped.
+    """Top row in iterations (with the budgets), bottom row in per-sample gradient queries (a whole-loss
+    gradient counts n, SA's final GD phase included): (a, d) RS and (b, e) SA against eps on every
+    instance, (c, f) the algorithms of the d sweep against d."""
+    # first_flat_step and gradient_queries are NaN by design where a run never became flat: those are
+    # annotated, not dropped.
     check_finite(results, ["budget", "flat_fraction", "trbar_limit_end"], "complexity")
     if results["first_flat_step"].notna().sum() == 0:
         raise ValueError("non-finite first_flat_step everywhere: no run became flat, nothing to plot")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 7), layout="constrained")
+    fig, axes = plt.subplots(2, 3, figsize=(15, 14), layout="constrained")
     eps_rows = results[results["sweep"] == "eps"]
     instances = sorted(eps_rows["instance"].unique())
     swept = list(dict.fromkeys([*config["eps_sweep"]["eps"], *theory_methods()]))  # the sweep's first
-    for ax, letter, name in zip(axes[:2], "ab", swept):
-        schedule, label = schedule_of(name), (get_method(name).label or name).split(" (")[0]
-        _panel(ax, eps_rows[eps_rows["algorithm"] == name], "eps", "instance", schedule.rate, instances)
-        ax.set(xlabel="target accuracy ε", title=f"({letter}) {label} ({schedule.theorem}) against ε")
-    _panel(axes[2], results[results["sweep"] == "dim"], "dim", "algorithm", "theorem")
-    swept = " and ".join((get_method(m).label or m).split(" (")[0] for m in config["dim_sweep"]["algorithms"])
-    axes[2].set(xlabel="dimension d", title=f"(c) {swept} against d on the {config['dim_sweep']['instance']['label']}, "
-                             f"ε={config['dim_sweep']['eps']}")
-    fig.suptitle(f"E3: iterations to an approximate flat minimum under the theory schedules, "
-                 f"{config['seeds']} seeds per point")
+    dim_swept = " and ".join((get_method(m).label or m).split(" (")[0] for m in config["dim_sweep"]["algorithms"])
+    for row, (value, letters) in enumerate((("first_flat_step", "abc"), ("gradient_queries", "def"))):
+        for ax, letter, name in zip(axes[row, :2], letters, swept):
+            schedule, label = schedule_of(name), (get_method(name).label or name).split(" (")[0]
+            _panel(ax, eps_rows[eps_rows["algorithm"] == name], "eps", "instance", value,
+                   schedule.rate if row == 0 else None, instances)
+            ax.set(xlabel="target accuracy ε", title=f"({letter}) {label} ({schedule.theorem}) against ε")
+        _panel(axes[row, 2], results[results["sweep"] == "dim"], "dim", "algorithm", value,
+               "theorem" if row == 0 else None)
+        axes[row, 2].set(xlabel="dimension d", title=f"({letters[2]}) {dim_swept} against d on the "
+                         f"{config['dim_sweep']['instance']['label']}, ε={config['dim_sweep']['eps']}")
+    fig.suptitle(f"E3: iterations (top) and per-sample gradient queries (bottom) to an approximate flat minimum "
+                 f"under the theory schedules, {config['seeds']} seeds per point\n(a whole-loss gradient counts n "
+                 "queries, SA's final GD phase included; seeds never flat are annotated at the budgets, top)")
     return fig
 
 
