@@ -279,6 +279,19 @@ def test_complexity_plot_bottom_row_is_in_gradient_queries(complexity_results):
     plt.close(fig)
 
 
+def test_complexity_methods_evaluate_no_function_values():
+    """E3 reports gradient queries alone (docs/reference.md): its methods, at their schedules' parameters,
+    spend no function evaluation, perturbed step or not."""
+    problem = make_instance(QUICK_COMPLEXITY["eps_sweep"]["instances"][0], 0.04)
+    for name, constants in QUICK_COMPLEXITY["constants"].items():
+        method = flatmin.get_method(name)
+        params, _ = schedule(name, problem, 0.04, constants)
+        hyper = method.resolve({key: value for key, value in params.items() if key in method.params}, name)
+        for perturbed in (True, False):
+            cost = method.step_cost(hyper, perturbed)
+            assert cost.function_values == 0 and cost.gradients + cost.full_gradients > 0, (name, perturbed, cost)
+
+
 @pytest.mark.parametrize("column, value", [("trbar_limit_end", np.nan), ("flat_fraction", np.inf), ("budget", np.nan)])
 def test_complexity_plot_refuses_non_finite(complexity_results, column, value):
     bad = complexity_results.astype({column: float})

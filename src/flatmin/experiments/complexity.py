@@ -12,6 +12,12 @@ Sweeps: eps on several instances (the bound must hold on each and is attained on
 the ramp for RS and SA at one eps (SA's count falls like 1/d, RS's does not: SA's lead grows like d),
 extended to larger d for SA only (``dim_sweep.extend``).
 
+Each count is also reported in per-sample gradient queries (``gradient_queries``,
+:func:`flatmin.first_flat_queries`): a whole-loss gradient counts n, SA's final GD phase included.
+RS and SA evaluate no function values (their :meth:`flatmin.Method.step_cost`), so there is no
+function-evaluation count. A step costs n to 2n queries (RS) or n to n + 2 (SA): the exponents in eps
+are the iterations', while on the ramp n = d - 1, so in d each step costs ~d (the claims' comment).
+
 Settings: :class:`Settings` (paper values) and ``PRESETS["quick"]``.
 """
 
@@ -302,19 +308,25 @@ def _success_fraction(algorithm: str):
     return point_estimate(statistic)
 
 
-def _lead_rows(results):
-    """RS's mean iterations over SA's (column ``lead``), one row per ``d`` of the dim sweep that both
-    ran."""
-    rs, sa = (select(results, sweep="dim", algorithm=algorithm) for algorithm in ("rs", "sa"))
-    both = sorted(set(rs["dim"]) & set(sa["dim"]))
-    means = pd.concat([rs, sa]).groupby(["dim", "algorithm"])["first_flat_step"].mean().unstack().loc[both]
-    if means.isna().any().any():
-        raise ValueError("a dim-sweep run never reached a flat point; the lead is undefined")
-    return pd.DataFrame({"dim": means.index, "lead": (means["rs"] / means["sa"]).to_numpy()})
+# Why the exponents in eps are the iterations' (the comment above the claims in gradient queries).
+_RS_STEP_COST = "per-sample gradients; n to 2n a step for n samples, a factor constant in eps"
+_SA_STEP_COST = ("per-sample gradients, the final GD phase included; n to n + 2 a step for n samples, a factor "
+                 "constant in eps")
 
 
-_lead_growth = SweepExponent(_lead_rows, "dim", "lead")
-"""Exponent in ``d`` of RS's mean iterations over SA's on the dim sweep."""
+def _lead(value: str) -> SweepExponent:
+    """The exponent in ``d`` of SA's lead over RS in ``value`` (a column of :data:`UNITS`): RS's mean
+    over SA's (column ``lead``), one row per ``d`` of the dim sweep that both ran."""
+
+    def rows(results):
+        rs, sa = (select(results, sweep="dim", algorithm=algorithm) for algorithm in ("rs", "sa"))
+        both = sorted(set(rs["dim"]) & set(sa["dim"]))
+        means = pd.concat([rs, sa]).groupby(["dim", "algorithm"])[value].mean().unstack().loc[both]
+        if means.isna().any().any():
+            raise ValueError("a dim-sweep run never reached a flat point; the lead is undefined")
+        return pd.DataFrame({"dim": means.index, "lead": (means["rs"] / means["sa"]).to_numpy()})
+
+    return SweepExponent(rows, "dim", "lead")
 
 
 CLAIMS = (
@@ -345,5 +357,38 @@ CLAIMS = (
     Claim("theorem2_exponent_d", "Theorem 2, Table 1", "SA iterations ~ d^-1 on the ramp (exponent in d)",
           "complexity", sweep_exponent("dim", "sa", "dim", "first_flat_step"), -1.0, 0.3, "attained", "-1"),
     Claim("sa_lead_grows_with_d", "Table 1", "SA's lead over RS (ratio of iterations) grows like d (exponent)",
-          "complexity", _lead_growth, 1.0, 0.3, "equal", "1"),
+          "complexity", _lead("first_flat_step"), 1.0, 0.3, "equal", "1"),
+    # The same exponents in per-sample gradient queries (the gradient_queries column, SA's final GD
+    # phase included). A step costs n to 2n of them for RS (the whole-loss gradient, and one more at
+    # the perturbed point) and n to n + 2 for SA (the whole-loss gradient for the gate and the
+    # projection, and two per-sample ones when perturbed), n the number of samples: a factor constant in
+    # eps, so the exponents in eps are the iterations'. On the ramp n = k = d - 1, so in d each step costs
+    # ~d: SA's count, d^-1 in iterations, is ~d^0 in queries (at small d a little more: n = d - 1 adds
+    # 1.16 to the exponent over d = 4..16, not 1), and the lead's exponent, a ratio of costs per step
+    # bounded in d, stays 1.
+    Claim("theorem1_queries_exponent_ramp", "Theorem 1, Table 1",
+          f"RS gradient queries ~ eps^-3 on the ramp (exponent in eps; {_RS_STEP_COST})", "complexity",
+          sweep_exponent("eps", "rs", "eps", "gradient_queries", instance="ramp"), -3.0, 0.3, "attained", "-3"),
+    Claim("theorem1_queries_exponent_bowl", "Theorem 1, Table 1",
+          f"RS gradient queries on the bowl grow no faster than eps^-3 ({_RS_STEP_COST})", "complexity",
+          sweep_exponent("eps", "rs", "eps", "gradient_queries", instance="bowl"), -3.0, 0.3, "at_least", ">= -3"),
+    Claim("theorem1_queries_exponent_diagonal_net", "Theorem 1, Table 1",
+          f"RS gradient queries on the diagonal linear net grow no faster than eps^-3 ({_RS_STEP_COST})",
+          "complexity", sweep_exponent("eps", "rs", "eps", "gradient_queries", instance="diagonal_net"), -3.0, 0.3,
+          "at_least", ">= -3"),
+    Claim("theorem2_queries_exponent_ramp", "Theorem 2, Table 1",
+          f"SA gradient queries ~ eps^-2 on the ramp (exponent in eps; {_SA_STEP_COST})", "complexity",
+          sweep_exponent("eps", "sa", "eps", "gradient_queries", instance="ramp"), -2.0, 0.3, "attained", "-2"),
+    Claim("theorem2_queries_exponent_diagonal_net", "Theorem 2, Table 1",
+          f"SA gradient queries on the diagonal linear net grow no faster than eps^-2 ({_SA_STEP_COST})",
+          "complexity", sweep_exponent("eps", "sa", "eps", "gradient_queries", instance="diagonal_net"), -2.0, 0.3,
+          "at_least", ">= -2"),
+    Claim("theorem2_queries_exponent_d", "Theorem 2, Table 1",
+          "SA gradient queries ~ d^0 on the ramp (exponent in d): d^-1 iterations, each with a whole-loss gradient "
+          "of n = d - 1 per-sample ones (the gate and the projection)", "complexity",
+          sweep_exponent("dim", "sa", "dim", "gradient_queries"), 0.0, 0.3, "attained", "0 (= -1 + 1)"),
+    Claim("sa_lead_in_queries_grows_with_d", "Table 1",
+          "SA's lead over RS in gradient queries (ratio) grows like d (exponent): both pay a whole-loss gradient "
+          "of n per-sample ones per step, RS up to 2n, SA up to n + 2", "complexity", _lead("gradient_queries"),
+          1.0, 0.3, "equal", "1"),
 )
