@@ -424,22 +424,27 @@ def test_evaluate_custom_claims_subset():
 
 
 # ============================================================================ table1
-TABLE1_COLUMNS = ["algorithm", "paper rate", "exponent in eps, ramp", "exponent in eps, bowl",
+TABLE1_COLUMNS = ["algorithm", "unit", "paper rate", "exponent in eps, ramp", "exponent in eps, bowl",
                   "exponent in eps, diagonal net", "exponent in d", "per-step decrease exponent (Lemma 2)",
-                  "per-step decrease exponent (Lemma 4)"]
+                  "per-step decrease exponent (Lemma 4)", "measured from"]
+
+
+def exponent_of(cell: str) -> float:
+    return float(cell.split()[0])
 
 
 def test_table1_shape_and_columns():
     empty = table1({})
-    assert empty.shape == (2, 8) and list(empty.columns) == TABLE1_COLUMNS
-    assert empty["algorithm"].str.startswith(("RS", "SA")).tolist() == [True, True]
-    assert empty.loc[0, "exponent in eps, ramp"] == "n/a"
+    assert empty.shape == (4, 10) and list(empty.columns) == TABLE1_COLUMNS
+    assert empty["algorithm"].str[:2].tolist() == ["RS", "SA", "RS", "SA"]
+    assert empty["unit"].tolist() == ["iterations"] * 2 + ["per-sample gradient queries"] * 2
+    assert empty.loc[0, "exponent in eps, ramp"] == "n/a" and empty.loc[2, "exponent in eps, ramp"] == "n/a"
     full = table1({"complexity": complexity_table(), "decrease": decrease_table()})
-    assert full.shape == (2, 8) and list(full.columns) == TABLE1_COLUMNS
-    assert float(full.loc[0, "exponent in eps, ramp"].split()[0]) == pytest.approx(-3.0, abs=0.05)
-    assert float(full.loc[1, "exponent in d"].split()[0]) == pytest.approx(-1.0, abs=0.05)
+    assert full.shape == (4, 10) and list(full.columns) == TABLE1_COLUMNS
+    assert exponent_of(full.loc[0, "exponent in eps, ramp"]) == pytest.approx(-3.0, abs=0.05)
+    assert exponent_of(full.loc[1, "exponent in d"]) == pytest.approx(-1.0, abs=0.05)
     net_se = slope_se((0.04, 0.056, 0.08))
-    assert float(full.loc[1, "exponent in eps, diagonal net"].split()[0]) == pytest.approx(-1.0, abs=5 * net_se)
+    assert exponent_of(full.loc[1, "exponent in eps, diagonal net"]) == pytest.approx(-1.0, abs=5 * net_se)
     assert "(bound attained: " in full.loc[0, "exponent in eps, ramp"]
     assert "(bound holds)" in full.loc[0, "exponent in eps, bowl"]
     assert "(bound holds)" in full.loc[0, "exponent in eps, diagonal net"]
@@ -453,3 +458,30 @@ def test_table1_shape_and_columns():
     assert full.loc[1, "per-step decrease exponent (Lemma 2)"] == "—"
     for frame in (empty, full):  # no missing cells: every cell is a number, "n/a" or "—"
         assert not frame.isna().any().any()
+
+
+def test_table1_query_rows_restate_the_iteration_rows_in_gradient_queries():
+    """Rows 2 and 3 are RS and SA in gradient queries: in eps the exponents of rows 0 and 1 (a cost per
+    step constant in eps), in d one more (n = d samples per step here); no per-step decrease (a
+    quantity per iteration). ``measured from`` names the column and the audit rows of each row."""
+    full = table1({"complexity": complexity_table(), "decrease": decrease_table()})
+    for column in ("exponent in eps, ramp", "exponent in eps, bowl", "exponent in eps, diagonal net"):
+        for steps, queries in ((0, 2), (1, 3)):
+            if full.loc[steps, column] == "—":
+                assert full.loc[queries, column] == "—"
+            else:
+                assert exponent_of(full.loc[queries, column]) == pytest.approx(exponent_of(full.loc[steps, column]),
+                                                                               abs=0.006)  # printed to 2 decimals
+    assert exponent_of(full.loc[3, "exponent in d"]) == pytest.approx(exponent_of(full.loc[1, "exponent in d"]) + 1,
+                                                                      abs=0.006)
+    assert "(bound attained: " in full.loc[3, "exponent in d"]
+    assert (full.loc[2:, ["per-step decrease exponent (Lemma 2)", "per-step decrease exponent (Lemma 4)"]] == "—").all().all()
+    assert full.loc[2, "measured from"] == ("complexity.csv, gradient_queries (audit: theorem1_queries_exponent_ramp, "
+                                            "theorem1_queries_exponent_bowl, theorem1_queries_exponent_diagonal_net)")
+    assert full.loc[1, "measured from"] == (
+        "complexity.csv, first_flat_step (audit: theorem2_exponent_ramp, theorem2_exponent_diagonal_net, "
+        "theorem2_exponent_d); decrease.csv, decrease_per_perturbed_step (audit: lemma4_exponent_eps)")
+    # the cells are the audit's: a query claim pushed beyond its bound reads so in the table
+    costly = table1({"complexity": complexity_table(cost=lambda algorithm, eps, dim: dim / eps)})
+    assert "(not confirmed)" in costly.loc[2, "exponent in eps, ramp"]
+    assert "(bound attained: " in costly.loc[0, "exponent in eps, ramp"]
