@@ -36,7 +36,7 @@ def test_claims_are_collected_from_the_experiments_in_their_order():
 
     modules = [importlib.import_module(f"flatmin.experiments.{name}") for name in experiments.experiment_names()]
     assert CLAIMS == tuple(claim for module in modules for claim in getattr(module, "CLAIMS", ()))
-    assert len(CLAIMS) == 33 and len(set(claim_ids())) == 33
+    assert len(CLAIMS) == 40 and len(set(claim_ids())) == 40
     for module in modules:  # each module holds the claims on its own results table
         name = module.__name__.rsplit(".", 1)[1]
         if not hasattr(module, "CLAIMS"):  # its claims come from its table (claims_from_results)
@@ -70,18 +70,27 @@ def slope_se(levels, sigma=SIGMA, n=SEEDS):
     return sigma / np.sqrt(n) / np.sqrt(lx @ lx)
 
 
+def step_cost(algorithm, eps, dim):
+    """Synthetic gradient queries per step: a whole-loss gradient of n = d samples, times 1.5 for RS
+    (half its steps perturbed, 2n each) and 1.1 for SA."""
+    return (1.5 if algorithm == "rs" else 1.1) * dim
+
+
 def complexity_table(ramp_rs=-3.0, bowl_rs=-2.0, ramp_sa=-2.0, dim_sa=-1.0, dim_rs=0.0, net_rs=-2.0, net_sa=-1.0,
-                     seeds=SEEDS, seed=0, sigma=SIGMA, sa_only_dims=()):
+                     seeds=SEEDS, seed=0, sigma=SIGMA, sa_only_dims=(), cost=step_cost):
     """Schema of flatmin.experiments.complexity: first_flat_step = C level^exponent x lognormal noise
-    (``dim_sa`` a number, or a function of d giving SA's local exponent on the dim sweep's pairs)."""
+    (``dim_sa`` a number, or a function of d giving SA's local exponent on the dim sweep's pairs) and
+    gradient_queries = first_flat_step x ``cost(algorithm, eps, dim)``; the query exponents are those of
+    the steps in eps, one more in d."""
     rng = np.random.default_rng(seed)
     rows = []
 
     def add(sweep, instance, algorithm, eps, dim, steps):
         for s, z in enumerate(_lognormal(rng, seeds, sigma)):
             rows.append({"seed": s, "algorithm": algorithm, "eps": eps, "dim": dim, "budget": 10 * steps,
-                         "first_flat_step": steps * z, "flat_fraction": 0.5, "trbar_limit_start": 2.0,
-                         "trbar_limit_end": 1.0, "flattest_trace": 1.0, "sweep": sweep, "instance": instance})
+                         "first_flat_step": steps * z, "gradient_queries": steps * z * cost(algorithm, eps, dim),
+                         "flat_fraction": 0.5, "trbar_limit_start": 2.0, "trbar_limit_end": 1.0,
+                         "flattest_trace": 1.0, "sweep": sweep, "instance": instance})
 
     for eps in (0.01, 0.02, 0.04):
         add("eps", "ramp", "rs", eps, 8, 3.0 * eps**ramp_rs)
@@ -152,6 +161,13 @@ def test_evaluate_synthetic_complexity_verdicts():
         "theorem2_exponent_diagonal_net": ("bound holds",),
         "theorem2_exponent_d": ATTAINED,
         "sa_lead_grows_with_d": ("consistent: interval contains", "consistent: within tolerance"),
+        "theorem1_queries_exponent_ramp": ATTAINED,
+        "theorem1_queries_exponent_bowl": ("bound holds",),
+        "theorem1_queries_exponent_diagonal_net": ("bound holds",),
+        "theorem2_queries_exponent_ramp": ATTAINED,
+        "theorem2_queries_exponent_diagonal_net": ("bound holds",),
+        "theorem2_queries_exponent_d": ATTAINED,
+        "sa_lead_in_queries_grows_with_d": ("consistent: interval contains", "consistent: within tolerance"),
     }
     for claim_id, verdict in expected.items():
         assert got[claim_id] in verdict, audit.set_index("id").loc[claim_id].to_dict()
@@ -167,6 +183,14 @@ def test_evaluate_synthetic_complexity_verdicts():
     assert measured["theorem2_exponent_d"] == pytest.approx(-1.0, abs=5 * se_dim)
     assert measured["sa_lead_grows_with_d"] == pytest.approx(1.0, abs=5 * np.sqrt(2) * se_dim)  # a ratio
     assert measured["theorem1_within_budget"] == 1.0
+    # a constant cost per step in eps: the same exponents in gradient queries (the same noise draws, so
+    # equal to rounding); n = d samples per step: one more in d, and the lead's cost ratio is constant
+    for step_id, query_id in (("theorem1_exponent_ramp", "theorem1_queries_exponent_ramp"),
+                              ("theorem1_exponent_bowl", "theorem1_queries_exponent_bowl"),
+                              ("theorem2_exponent_diagonal_net", "theorem2_queries_exponent_diagonal_net"),
+                              ("sa_lead_grows_with_d", "sa_lead_in_queries_grows_with_d")):
+        assert measured[query_id] == pytest.approx(measured[step_id], abs=1e-9), query_id
+    assert measured["theorem2_queries_exponent_d"] == pytest.approx(measured["theorem2_exponent_d"] + 1.0, abs=1e-9)
     row = audit.set_index("id").loc["theorem1_exponent_ramp"]
     assert row["low"] <= row["measured"] <= row["high"] and row["high"] - row["low"] < 0.2
 
@@ -181,6 +205,11 @@ def test_evaluate_synthetic_complexity_verdicts():
         ({"ramp_sa": -3.0}, "theorem2_exponent_ramp"),
         ({"dim_sa": 0.0}, "theorem2_exponent_d"),
         ({"dim_sa": 0.0}, "sa_lead_grows_with_d"),
+        ({"dim_sa": 0.0}, "theorem2_queries_exponent_d"),  # d^1 in queries
+        ({"dim_sa": 0.0}, "sa_lead_in_queries_grows_with_d"),
+        ({"ramp_rs": -4.0}, "theorem1_queries_exponent_ramp"),
+        ({"ramp_sa": -3.0}, "theorem2_queries_exponent_ramp"),
+        ({"net_sa": -3.0}, "theorem2_queries_exponent_diagonal_net"),
     ],
 )
 def test_evaluate_synthetic_complexity_not_confirmed(params, claim_id):
@@ -188,6 +217,31 @@ def test_evaluate_synthetic_complexity_not_confirmed(params, claim_id):
     assert got[claim_id] == "not confirmed"
     untouched = verdicts(evaluate({"complexity": complexity_table()}))
     assert untouched[claim_id] != "not confirmed"
+
+
+EPS_QUERY_CLAIMS = {  # each exponent in eps in gradient queries, and the one in iterations it restates
+    "theorem1_queries_exponent_ramp": "theorem1_exponent_ramp",
+    "theorem1_queries_exponent_bowl": "theorem1_exponent_bowl",
+    "theorem1_queries_exponent_diagonal_net": "theorem1_exponent_diagonal_net",
+    "theorem2_queries_exponent_ramp": "theorem2_exponent_ramp",
+    "theorem2_queries_exponent_diagonal_net": "theorem2_exponent_diagonal_net",
+}
+
+
+def test_query_claims_read_the_gradient_queries_alone():
+    """A cost per step growing like 1/eps (as a batch growing as eps falls would) leaves the iterations'
+    exponents and lowers those in eps in queries by 1: RS's ramp to -4 and SA's to -3, beyond their
+    bounds; the d sweep, at one eps, keeps its exponents."""
+    base = evaluate({"complexity": complexity_table()}).set_index("id")
+    costly = evaluate({"complexity": complexity_table(cost=lambda algorithm, eps, dim: dim / eps)}).set_index("id")
+    for query_id, step_id in EPS_QUERY_CLAIMS.items():
+        assert costly.loc[step_id, "measured"] == base.loc[step_id, "measured"]
+        assert costly.loc[query_id, "measured"] == pytest.approx(base.loc[query_id, "measured"] - 1.0, abs=1e-9)
+    for query_id in ("theorem2_queries_exponent_d", "sa_lead_in_queries_grows_with_d"):
+        assert costly.loc[query_id, "measured"] == pytest.approx(base.loc[query_id, "measured"], abs=1e-9)
+    for query_id in ("theorem1_queries_exponent_ramp", "theorem2_queries_exponent_ramp"):
+        assert costly.loc[query_id, "verdict"] == "not confirmed" and base.loc[query_id, "verdict"] in ATTAINED
+        assert costly.loc[EPS_QUERY_CLAIMS[query_id], "verdict"] in ATTAINED
 
 
 def test_evaluate_run_never_flat_in_budget():
@@ -204,13 +258,14 @@ def test_evaluate_failing_measure_is_not_confirmed_with_a_note():
     """A dim-sweep run that never became flat leaves SA's lead undefined: not confirmed, reason noted."""
     table = complexity_table()
     never = (table["sweep"] == "dim") & (table["algorithm"] == "sa") & (table["dim"] == 32)
-    table.loc[never, "first_flat_step"] = np.nan
+    table.loc[never, ["first_flat_step", "gradient_queries"]] = np.nan  # both NaN, as E3 writes them
     audit = evaluate({"complexity": table})
     assert len(audit) == len(CLAIMS) and audit["id"].is_unique
-    row = audit.set_index("id").loc["sa_lead_grows_with_d"]
-    assert row["verdict"] == "not confirmed"
-    assert "never reached a flat point" in row["note"]
-    assert np.isnan(row["measured"])
+    for lead in ("sa_lead_grows_with_d", "sa_lead_in_queries_grows_with_d"):
+        row = audit.set_index("id").loc[lead]
+        assert row["verdict"] == "not confirmed"
+        assert "never reached a flat point" in row["note"]
+        assert np.isnan(row["measured"])
     ok = audit.set_index("id").loc["theorem1_exponent_ramp"]
     assert ok["verdict"] in ATTAINED
 
@@ -271,11 +326,17 @@ def test_escape_claims_whose_runs_the_config_left_out_are_not_run():
 
 
 def test_evaluate_missing_columns_are_not_confirmed():
+    """Without first_flat_step every claim in iterations fails, and only those; without gradient_queries,
+    every claim in queries, and only those."""
     table = complexity_table()
-    audit = evaluate({"complexity": table.drop(columns="first_flat_step")}).set_index("id")
     complexity_ids = [c.id for c in CLAIMS if c.experiment == "complexity"]
-    assert (audit.loc[complexity_ids, "verdict"] == "not confirmed").all()
-    assert (audit.loc[complexity_ids, "note"] != "").all()
+    in_queries = [claim_id for claim_id in complexity_ids if "queries" in claim_id]
+    assert len(in_queries) == 7
+    for column, failing in (("first_flat_step", sorted(set(complexity_ids) - set(in_queries))),
+                            ("gradient_queries", in_queries)):
+        audit = evaluate({"complexity": table.drop(columns=column)}).set_index("id").loc[complexity_ids]
+        assert audit.index[audit["verdict"] == "not confirmed"].sort_values().tolist() == sorted(failing), column
+        assert (audit.loc[failing, "note"] != "").all()
 
 
 def test_evaluate_synthetic_decrease_verdicts():
@@ -366,22 +427,27 @@ def test_evaluate_custom_claims_subset():
 
 
 # ============================================================================ table1
-TABLE1_COLUMNS = ["algorithm", "paper rate", "exponent in eps, ramp", "exponent in eps, bowl",
+TABLE1_COLUMNS = ["algorithm", "unit", "paper rate", "exponent in eps, ramp", "exponent in eps, bowl",
                   "exponent in eps, diagonal net", "exponent in d", "per-step decrease exponent (Lemma 2)",
-                  "per-step decrease exponent (Lemma 4)"]
+                  "per-step decrease exponent (Lemma 4)", "measured from"]
+
+
+def exponent_of(cell: str) -> float:
+    return float(cell.split()[0])
 
 
 def test_table1_shape_and_columns():
     empty = table1({})
-    assert empty.shape == (2, 8) and list(empty.columns) == TABLE1_COLUMNS
-    assert empty["algorithm"].str.startswith(("RS", "SA")).tolist() == [True, True]
-    assert empty.loc[0, "exponent in eps, ramp"] == "n/a"
+    assert empty.shape == (4, 10) and list(empty.columns) == TABLE1_COLUMNS
+    assert empty["algorithm"].str[:2].tolist() == ["RS", "SA", "RS", "SA"]
+    assert empty["unit"].tolist() == ["iterations"] * 2 + ["per-sample gradient queries"] * 2
+    assert empty.loc[0, "exponent in eps, ramp"] == "n/a" and empty.loc[2, "exponent in eps, ramp"] == "n/a"
     full = table1({"complexity": complexity_table(), "decrease": decrease_table()})
-    assert full.shape == (2, 8) and list(full.columns) == TABLE1_COLUMNS
-    assert float(full.loc[0, "exponent in eps, ramp"].split()[0]) == pytest.approx(-3.0, abs=0.05)
-    assert float(full.loc[1, "exponent in d"].split()[0]) == pytest.approx(-1.0, abs=0.05)
+    assert full.shape == (4, 10) and list(full.columns) == TABLE1_COLUMNS
+    assert exponent_of(full.loc[0, "exponent in eps, ramp"]) == pytest.approx(-3.0, abs=0.05)
+    assert exponent_of(full.loc[1, "exponent in d"]) == pytest.approx(-1.0, abs=0.05)
     net_se = slope_se((0.04, 0.056, 0.08))
-    assert float(full.loc[1, "exponent in eps, diagonal net"].split()[0]) == pytest.approx(-1.0, abs=5 * net_se)
+    assert exponent_of(full.loc[1, "exponent in eps, diagonal net"]) == pytest.approx(-1.0, abs=5 * net_se)
     assert "(bound attained: " in full.loc[0, "exponent in eps, ramp"]
     assert "(bound holds)" in full.loc[0, "exponent in eps, bowl"]
     assert "(bound holds)" in full.loc[0, "exponent in eps, diagonal net"]
@@ -395,3 +461,30 @@ def test_table1_shape_and_columns():
     assert full.loc[1, "per-step decrease exponent (Lemma 2)"] == "—"
     for frame in (empty, full):  # no missing cells: every cell is a number, "n/a" or "—"
         assert not frame.isna().any().any()
+
+
+def test_table1_query_rows_restate_the_iteration_rows_in_gradient_queries():
+    """Rows 2 and 3 are RS and SA in gradient queries: in eps the exponents of rows 0 and 1 (a cost per
+    step constant in eps), in d one more (n = d samples per step here); no per-step decrease (a
+    quantity per iteration). ``measured from`` names the column and the audit rows of each row."""
+    full = table1({"complexity": complexity_table(), "decrease": decrease_table()})
+    for column in ("exponent in eps, ramp", "exponent in eps, bowl", "exponent in eps, diagonal net"):
+        for steps, queries in ((0, 2), (1, 3)):
+            if full.loc[steps, column] == "—":
+                assert full.loc[queries, column] == "—"
+            else:
+                assert exponent_of(full.loc[queries, column]) == pytest.approx(exponent_of(full.loc[steps, column]),
+                                                                               abs=0.006)  # printed to 2 decimals
+    assert exponent_of(full.loc[3, "exponent in d"]) == pytest.approx(exponent_of(full.loc[1, "exponent in d"]) + 1,
+                                                                      abs=0.006)
+    assert "(bound attained: " in full.loc[3, "exponent in d"]
+    assert (full.loc[2:, ["per-step decrease exponent (Lemma 2)", "per-step decrease exponent (Lemma 4)"]] == "—").all().all()
+    assert full.loc[2, "measured from"] == ("complexity.csv, gradient_queries (audit: theorem1_queries_exponent_ramp, "
+                                            "theorem1_queries_exponent_bowl, theorem1_queries_exponent_diagonal_net)")
+    assert full.loc[1, "measured from"] == (
+        "complexity.csv, first_flat_step (audit: theorem2_exponent_ramp, theorem2_exponent_diagonal_net, "
+        "theorem2_exponent_d); decrease.csv, decrease_per_perturbed_step (audit: lemma4_exponent_eps)")
+    # the cells are the audit's: a query claim pushed beyond its bound reads so in the table
+    costly = table1({"complexity": complexity_table(cost=lambda algorithm, eps, dim: dim / eps)})
+    assert "(not confirmed)" in costly.loc[2, "exponent in eps, ramp"]
+    assert "(bound attained: " in costly.loc[0, "exponent in eps, ramp"]

@@ -260,7 +260,36 @@ def test_complexity_rs_flat_within_budget_on_the_ramp(complexity_results):
 
 
 def test_complexity_plot(complexity_results):
-    check_figure(complexity.plot(complexity_results, COMPLEXITY), panels=3)
+    check_figure(complexity.plot(complexity_results, COMPLEXITY), panels=6)
+
+
+def test_complexity_plot_bottom_row_is_in_gradient_queries(complexity_results):
+    """Panels (a) and (d), RS against eps: the mean first flat step with its budget, then the mean
+    gradient queries without one (the budget is in steps), each labelled with its unit."""
+    fig = complexity.plot(complexity_results, COMPLEXITY)
+    steps_ax, queries_ax = fig.get_axes()[0], fig.get_axes()[3]
+    means = complexity_results[complexity_results["sweep"] == "eps"].groupby("eps")[
+        ["first_flat_step", "gradient_queries", "budget"]].mean()
+    (steps_line, budget_line, _legend_entry), (queries_line,) = steps_ax.get_lines(), queries_ax.get_lines()
+    for line, column in ((steps_line, "first_flat_step"), (budget_line, "budget"), (queries_line, "gradient_queries")):
+        np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), means[column], err_msg=column)
+    assert steps_ax.get_ylabel().startswith("iterations")
+    assert queries_ax.get_ylabel().startswith("per-sample gradient queries")
+    assert [ax.get_title()[:3] for ax in fig.get_axes()] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]
+    plt.close(fig)
+
+
+def test_complexity_methods_evaluate_no_function_values():
+    """E3 reports gradient queries alone (docs/reference.md): its methods, at their schedules' parameters,
+    spend no function evaluation, perturbed step or not."""
+    problem = make_instance(QUICK_COMPLEXITY["eps_sweep"]["instances"][0], 0.04)
+    for name, constants in QUICK_COMPLEXITY["constants"].items():
+        method = flatmin.get_method(name)
+        params, _ = schedule(name, problem, 0.04, constants)
+        hyper = method.resolve({key: value for key, value in params.items() if key in method.params}, name)
+        for perturbed in (True, False):
+            cost = method.step_cost(hyper, perturbed)
+            assert cost.function_values == 0 and cost.gradients + cost.full_gradients > 0, (name, perturbed, cost)
 
 
 @pytest.mark.parametrize("column, value", [("trbar_limit_end", np.nan), ("flat_fraction", np.inf), ("budget", np.nan)])
@@ -278,7 +307,7 @@ def test_complexity_plot_annotates_runs_never_flat(complexity_results):
     fig = complexity.plot(never, COMPLEXITY)
     notes = [text.get_text() for text in fig.get_axes()[0].texts]
     assert notes == [f"{COMPLEXITY['seeds']} not flat"]
-    check_figure(fig, panels=3)
+    check_figure(fig, panels=6)
 
 
 def test_complexity_instance_constants_override_the_section_per_algorithm():

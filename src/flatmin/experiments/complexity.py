@@ -12,6 +12,12 @@ Sweeps: eps on several instances (the bound must hold on each and is attained on
 the ramp for RS and SA at one eps (SA's count falls like 1/d, RS's does not: SA's lead grows like d),
 extended to larger d for SA only (``dim_sweep.extend``).
 
+Each count is also reported in per-sample gradient queries (``gradient_queries``,
+:func:`flatmin.first_flat_queries`): a whole-loss gradient counts n, SA's final GD phase included.
+RS and SA evaluate no function values (their :meth:`flatmin.Method.step_cost`), so there is no
+function-evaluation count. A step costs n to 2n queries (RS) or n to n + 2 (SA): the exponents in eps
+are the iterations', while on the ramp n = d - 1, so in d each step costs ~d (the claims' comment).
+
 Settings: :class:`Settings` (paper values) and ``PRESETS["quick"]``.
 """
 
@@ -38,11 +44,12 @@ from flatmin.settings import (
 
 ORDER = 3
 CAPTION = (
-    "E3, iteration complexity (Table 1, Theorems 1 and 2): steps to the first (eps, sqrt(eps))-flat "
+    "E3, iteration complexity (Table 1, Theorems 1 and 2): steps (top) and per-sample gradient queries "
+    "(bottom; a whole-loss gradient counts n, SA's final GD phase included) to the first (eps, sqrt(eps))-flat "
     "iterate against eps and against d, on the ramp and bowl valleys, the hyperbola and the diagonal "
     "linear net (eps; SA's flat test on the net bounds the loss gap, not the distance) and on the ramp (d; "
     "SA alone at the largest d), over many seeds, with log-log fits and their local slopes, bootstrap "
-    "confidence intervals and the theory lines."
+    "confidence intervals and the theorems' budgets (in steps)."
 )
 
 _RAMP = {"name": "valley_ramp", "params": {"m": 1, "k": 7}, "eps_param": "eps", "label": "ramp"}
@@ -220,49 +227,69 @@ def compute(config: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, theory_label: str, order=None) -> None:
-    """First flat step (mean ±2 SE, fitted log-log slope with its 95% bootstrap interval) and the
-    theorem's budget (dashed), one colour per ``group_by`` value (colour ``C<k>`` for the value's
-    position ``k`` in ``order``, so that panels sharing ``order`` share colours)."""
+UNITS = {"first_flat_step": "iterations", "gradient_queries": "per-sample gradient queries"}
+"""The y quantity of each row of the figure, by results column: the steps of the theorems, and the
+gradients they cost (:func:`flatmin.first_flat_queries`)."""
+
+
+def _panel(ax, rows: pd.DataFrame, level: str, group_by: str, value: str, theory_label: str | None = None,
+           order=None) -> None:
+    """``value`` (a column of :data:`UNITS`) to the first flat point, mean ±2 SE over the seeds that
+    reached one, with its fitted log-log slope and 95% bootstrap interval, one colour per ``group_by``
+    value (colour ``C<k>`` for the value's position ``k`` in ``order``, so that panels sharing
+    ``order`` share colours). With ``theory_label``, the theorem's budget (dashed) and the seeds never
+    flat within it, annotated there: both are counted in steps, so only the steps panels carry them."""
     order = sorted(rows[group_by].unique()) if order is None else list(order)
     for label, group in rows.groupby(group_by):
         i = order.index(label)
-        stats = group.groupby(level).agg(mean=("first_flat_step", "mean"), sem=("first_flat_step", "sem"),
-                                         missing=("first_flat_step", lambda s: s.isna().sum()),
-                                         budget=("budget", "first"))
+        stats = group.groupby(level).agg(mean=(value, "mean"), sem=(value, "sem"),
+                                         missing=(value, lambda s: s.isna().sum()), budget=("budget", "first"))
         ax.errorbar(stats.index, stats["mean"], yerr=2 * stats["sem"].fillna(0), fmt="o-", color=f"C{i}",
                     label=f"{str(label).upper() if group_by == 'algorithm' else label}"
-                          f"{slope_label(group.dropna(subset=['first_flat_step']), level, 'first_flat_step')}")
+                          f"{slope_label(group.dropna(subset=[value]), level, value)}")
+        if theory_label is None:
+            continue
         ax.plot(stats.index, stats["budget"], "--", color=f"C{i}", alpha=0.6)
         for x, row in stats[stats["missing"] > 0].iterrows():
             ax.annotate(f"{int(row['missing'])} not flat", (x, row["budget"]), fontsize=7, color=f"C{i}")
-    ax.plot([], [], "k--", alpha=0.6, label=f"budget cT·{theory_label} (per instance)")
+    if theory_label is not None:
+        ax.plot([], [], "k--", alpha=0.6, label=f"budget cT·{theory_label} (per instance)")
     log_log(ax)
-    ax.set(ylabel="iterations to an (ε, √ε)-flat point")
+    ax.set(ylabel=f"{UNITS[value]} to an (ε, √ε)-flat point")
+    if not ax.get_legend_handles_labels()[0]:  # a gradient-queries panel of an algorithm the sweep left out
+        return
     # below the axes: the curves span the whole panel, a legend inside would hide some of them
-    ax.legend(fontsize=7, title=f"first flat step, mean ±2 SE; 95% CI; local slopes by increasing {level}",
+    ax.legend(fontsize=7, title=f"{UNITS[value]}, mean ±2 SE; 95% CI; local slopes by increasing {level}",
               title_fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
 
 
 def plot(results: pd.DataFrame, config: dict):
-    # first_flat_step is NaN by design where a run never became flat: those are annotated, not dropped.
+    """Top row in iterations (with the budgets), bottom row in per-sample gradient queries (a whole-loss
+    gradient counts n, SA's final GD phase included): (a, d) RS and (b, e) SA against eps on every
+    instance, (c, f) the algorithms of the d sweep against d."""
+    # first_flat_step and gradient_queries are NaN by design where a run never became flat: those are
+    # annotated, not dropped.
     check_finite(results, ["budget", "flat_fraction", "trbar_limit_end"], "complexity")
     if results["first_flat_step"].notna().sum() == 0:
         raise ValueError("non-finite first_flat_step everywhere: no run became flat, nothing to plot")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 7), layout="constrained")
+    fig, axes = plt.subplots(2, 3, figsize=(15, 14), layout="constrained")
     eps_rows = results[results["sweep"] == "eps"]
     instances = sorted(eps_rows["instance"].unique())
     swept = list(dict.fromkeys([*config["eps_sweep"]["eps"], *theory_methods()]))  # the sweep's first
-    for ax, letter, name in zip(axes[:2], "ab", swept):
-        schedule, label = schedule_of(name), (get_method(name).label or name).split(" (")[0]
-        _panel(ax, eps_rows[eps_rows["algorithm"] == name], "eps", "instance", schedule.rate, instances)
-        ax.set(xlabel="target accuracy ε", title=f"({letter}) {label} ({schedule.theorem}) against ε")
-    _panel(axes[2], results[results["sweep"] == "dim"], "dim", "algorithm", "theorem")
-    swept = " and ".join((get_method(m).label or m).split(" (")[0] for m in config["dim_sweep"]["algorithms"])
-    axes[2].set(xlabel="dimension d", title=f"(c) {swept} against d on the {config['dim_sweep']['instance']['label']}, "
-                             f"ε={config['dim_sweep']['eps']}")
-    fig.suptitle(f"E3: iterations to an approximate flat minimum under the theory schedules, "
-                 f"{config['seeds']} seeds per point")
+    dim_swept = " and ".join((get_method(m).label or m).split(" (")[0] for m in config["dim_sweep"]["algorithms"])
+    for row, (value, letters) in enumerate((("first_flat_step", "abc"), ("gradient_queries", "def"))):
+        for ax, letter, name in zip(axes[row, :2], letters, swept):
+            schedule, label = schedule_of(name), (get_method(name).label or name).split(" (")[0]
+            _panel(ax, eps_rows[eps_rows["algorithm"] == name], "eps", "instance", value,
+                   schedule.rate if row == 0 else None, instances)
+            ax.set(xlabel="target accuracy ε", title=f"({letter}) {label} ({schedule.theorem}) against ε")
+        _panel(axes[row, 2], results[results["sweep"] == "dim"], "dim", "algorithm", value,
+               "theorem" if row == 0 else None)
+        axes[row, 2].set(xlabel="dimension d", title=f"({letters[2]}) {dim_swept} against d on the "
+                         f"{config['dim_sweep']['instance']['label']}, ε={config['dim_sweep']['eps']}")
+    fig.suptitle(f"E3: iterations (top) and per-sample gradient queries (bottom) to an approximate flat minimum "
+                 f"under the theory schedules, {config['seeds']} seeds per point\n(a whole-loss gradient counts n "
+                 "queries, SA's final GD phase included; seeds never flat are annotated at the budgets, top)")
     return fig
 
 
@@ -281,19 +308,25 @@ def _success_fraction(algorithm: str):
     return point_estimate(statistic)
 
 
-def _lead_rows(results):
-    """RS's mean iterations over SA's (column ``lead``), one row per ``d`` of the dim sweep that both
-    ran."""
-    rs, sa = (select(results, sweep="dim", algorithm=algorithm) for algorithm in ("rs", "sa"))
-    both = sorted(set(rs["dim"]) & set(sa["dim"]))
-    means = pd.concat([rs, sa]).groupby(["dim", "algorithm"])["first_flat_step"].mean().unstack().loc[both]
-    if means.isna().any().any():
-        raise ValueError("a dim-sweep run never reached a flat point; the lead is undefined")
-    return pd.DataFrame({"dim": means.index, "lead": (means["rs"] / means["sa"]).to_numpy()})
+# Why the exponents in eps are the iterations' (the comment above the claims in gradient queries).
+_RS_STEP_COST = "per-sample gradients; n to 2n a step for n samples, a factor constant in eps"
+_SA_STEP_COST = ("per-sample gradients, the final GD phase included; n to n + 2 a step for n samples, a factor "
+                 "constant in eps")
 
 
-_lead_growth = SweepExponent(_lead_rows, "dim", "lead")
-"""Exponent in ``d`` of RS's mean iterations over SA's on the dim sweep."""
+def _lead(value: str) -> SweepExponent:
+    """The exponent in ``d`` of SA's lead over RS in ``value`` (a column of :data:`UNITS`): RS's mean
+    over SA's (column ``lead``), one row per ``d`` of the dim sweep that both ran."""
+
+    def rows(results):
+        rs, sa = (select(results, sweep="dim", algorithm=algorithm) for algorithm in ("rs", "sa"))
+        both = sorted(set(rs["dim"]) & set(sa["dim"]))
+        means = pd.concat([rs, sa]).groupby(["dim", "algorithm"])[value].mean().unstack().loc[both]
+        if means.isna().any().any():
+            raise ValueError("a dim-sweep run never reached a flat point; the lead is undefined")
+        return pd.DataFrame({"dim": means.index, "lead": (means["rs"] / means["sa"]).to_numpy()})
+
+    return SweepExponent(rows, "dim", "lead")
 
 
 CLAIMS = (
@@ -324,5 +357,38 @@ CLAIMS = (
     Claim("theorem2_exponent_d", "Theorem 2, Table 1", "SA iterations ~ d^-1 on the ramp (exponent in d)",
           "complexity", sweep_exponent("dim", "sa", "dim", "first_flat_step"), -1.0, 0.3, "attained", "-1"),
     Claim("sa_lead_grows_with_d", "Table 1", "SA's lead over RS (ratio of iterations) grows like d (exponent)",
-          "complexity", _lead_growth, 1.0, 0.3, "equal", "1"),
+          "complexity", _lead("first_flat_step"), 1.0, 0.3, "equal", "1"),
+    # The same exponents in per-sample gradient queries (the gradient_queries column, SA's final GD
+    # phase included). A step costs n to 2n of them for RS (the whole-loss gradient, and one more at
+    # the perturbed point) and n to n + 2 for SA (the whole-loss gradient for the gate and the
+    # projection, and two per-sample ones when perturbed), n the number of samples: a factor constant in
+    # eps, so the exponents in eps are the iterations'. On the ramp n = k = d - 1, so in d each step costs
+    # ~d: SA's count, d^-1 in iterations, is ~d^0 in queries (at small d a little more: n = d - 1 adds
+    # 1.16 to the exponent over d = 4..16, not 1), and the lead's exponent, a ratio of costs per step
+    # bounded in d, stays 1.
+    Claim("theorem1_queries_exponent_ramp", "Theorem 1, Table 1",
+          f"RS gradient queries ~ eps^-3 on the ramp (exponent in eps; {_RS_STEP_COST})", "complexity",
+          sweep_exponent("eps", "rs", "eps", "gradient_queries", instance="ramp"), -3.0, 0.3, "attained", "-3"),
+    Claim("theorem1_queries_exponent_bowl", "Theorem 1, Table 1",
+          f"RS gradient queries on the bowl grow no faster than eps^-3 ({_RS_STEP_COST})", "complexity",
+          sweep_exponent("eps", "rs", "eps", "gradient_queries", instance="bowl"), -3.0, 0.3, "at_least", ">= -3"),
+    Claim("theorem1_queries_exponent_diagonal_net", "Theorem 1, Table 1",
+          f"RS gradient queries on the diagonal linear net grow no faster than eps^-3 ({_RS_STEP_COST})",
+          "complexity", sweep_exponent("eps", "rs", "eps", "gradient_queries", instance="diagonal_net"), -3.0, 0.3,
+          "at_least", ">= -3"),
+    Claim("theorem2_queries_exponent_ramp", "Theorem 2, Table 1",
+          f"SA gradient queries ~ eps^-2 on the ramp (exponent in eps; {_SA_STEP_COST})", "complexity",
+          sweep_exponent("eps", "sa", "eps", "gradient_queries", instance="ramp"), -2.0, 0.3, "attained", "-2"),
+    Claim("theorem2_queries_exponent_diagonal_net", "Theorem 2, Table 1",
+          f"SA gradient queries on the diagonal linear net grow no faster than eps^-2 ({_SA_STEP_COST})",
+          "complexity", sweep_exponent("eps", "sa", "eps", "gradient_queries", instance="diagonal_net"), -2.0, 0.3,
+          "at_least", ">= -2"),
+    Claim("theorem2_queries_exponent_d", "Theorem 2, Table 1",
+          "SA gradient queries ~ d^0 on the ramp (exponent in d): d^-1 iterations, each with a whole-loss gradient "
+          "of n = d - 1 per-sample ones (the gate and the projection)", "complexity",
+          sweep_exponent("dim", "sa", "dim", "gradient_queries"), 0.0, 0.3, "attained", "0 (= -1 + 1)"),
+    Claim("sa_lead_in_queries_grows_with_d", "Table 1",
+          "SA's lead over RS in gradient queries (ratio) grows like d (exponent): both pay a whole-loss gradient "
+          "of n per-sample ones per step, RS up to 2n, SA up to n + 2", "complexity", _lead("gradient_queries"),
+          1.0, 0.3, "equal", "1"),
 )
