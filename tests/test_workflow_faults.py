@@ -27,7 +27,7 @@ from workflow_support import QUICK, ROOT, SNAKEFILE, SNAKEMAKE, load, needs_snak
     write_config
 
 AUDIT_OUTPUTS = ("audit_md", "audit.md"), ("audit_csv", "audit.csv"), ("table1_md", "table1.md"), \
-    ("table1_tex", "table1.tex"), ("ranking_md", "ranking.md")
+    ("table1_tex", "table1.tex"), ("ranking_md", "ranking.md"), ("summary_html", "summary.html")
 
 
 @pytest.fixture

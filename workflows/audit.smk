@@ -16,6 +16,12 @@ rule audit:
         table1_md=table("table1.md"),
         table1_tex=table("table1.tex"),
         ranking_md=table("ranking.md"),
+        summary_html=report(
+            table("summary.html"),
+            caption="report/summary.rst",
+            category="Summary",
+            labels={"table": "summary"},
+        ),
         sidecars=[sidecar(table(name)) for name in TABLE_FILES],
     log:
         log_file("audit"),

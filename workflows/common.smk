@@ -15,7 +15,14 @@ from flatmin.workflow import replace_problem_specs
 
 SIDECAR = ".provenance.json"
 FIGURE_FORMATS = ["pdf", "png"]
-TABLE_FILES = ["audit.md", "audit.csv", "table1.md", "table1.tex", "ranking.md"]
+TABLE_FILES = [
+    "audit.md",
+    "audit.csv",
+    "table1.md",
+    "table1.tex",
+    "ranking.md",
+    "summary.html",
+]
 
 
 def use_complete_cli_config(config, required):
@@ -55,8 +62,12 @@ CONDA_ENV = "../environment.yml"
 
 
 def experiment_caption(name):
-    """The report caption of experiment ``name``'s figure (its module's CAPTION)."""
-    return experiments.get(name).CAPTION
+    """The report caption of experiment ``name``'s figure: its module's ``caption(settings)`` of this
+    profile's settings, or its ``CAPTION``."""
+    experiment = experiments.get(name)
+    if hasattr(experiment, "caption"):
+        return experiment.caption(section(name))
+    return experiment.CAPTION
 
 
 def section(name):

@@ -311,16 +311,6 @@ def latex_table(frame: pd.DataFrame, caption: str | None = None, label: str | No
     return "\n".join(lines) + "\n"
 
 
-def _ranking_text(results: pd.DataFrame) -> str:
-    from flatmin.experiments.yardstick import ranking
-
-    return ("Per problem, at its calibration eps (the smallest of its sweep, where each method's setting was "
-            "tuned on seeds of its own), the methods ranked by the median per-sample gradient queries to the "
-            "first (eps, sqrt(eps))-flat point over the sweep's seeds (a seed not flat within the budget counts "
-            "as infinite), with a 95% bootstrap interval; from the yardstick's results table "
-            "(flatmin.experiments.yardstick).\n\n" + markdown_table(ranking(results)))
-
-
 def audit_to_files(result_paths: Mapping[str, str | os.PathLike], config: Mapping, outputs: Mapping[str, str]) -> pd.DataFrame:
     """Evaluate the claims registry on the results tables and write the audit and Table 1.
 
@@ -328,7 +318,8 @@ def audit_to_files(result_paths: Mapping[str, str | os.PathLike], config: Mappin
       result_paths: experiment name -> results CSV (the enabled experiments).
       config: the whole workflow config.
       outputs: paths for ``audit_md``, ``audit_csv``, ``table1_md``, ``table1_tex`` and ``ranking_md`` (the
-        yardstick's ranking, :func:`flatmin.experiments.yardstick.ranking`, or a line saying it did not run).
+        yardstick's ranking, :func:`flatmin.experiments.yardstick.ranking`, or a line saying it did not run)
+        and ``summary_html`` (the report's front page, :mod:`flatmin.summary`).
 
     Every file gets a sidecar; the Markdown tables end with the provenance line and the LaTeX table
     carries it as a ``%`` comment. A results table that is not the one its sidecar describes raises
@@ -336,7 +327,7 @@ def audit_to_files(result_paths: Mapping[str, str | os.PathLike], config: Mappin
     """
     import inspect
 
-    from flatmin import claims
+    from flatmin import claims, summary
 
     started = time.time()
     for path in result_paths.values():
@@ -365,18 +356,19 @@ def audit_to_files(result_paths: Mapping[str, str | os.PathLike], config: Mappin
         + markdown_table(audit) + prov.markdown_footer(info)
     )
     table1_md = (
-        "# Table 1: iteration complexity, paper vs measured exponents\n\n"
+        "# Table 1: complexity in iterations and in per-sample gradient queries, paper vs measured exponents\n\n"
         "Measured log-log exponents with 95% bootstrap intervals and the audit's verdict.\n\n"
         + markdown_table(table1) + prov.markdown_footer(info)
     )
     table1_tex = prov.tex_comment(info) + latex_table(
         table1, caption="Iteration complexity of RS and SA: the paper's rates (Table 1) and the measured "
         "exponents with 95% bootstrap intervals.", label="tab:table1")
-    ranking_md = "# Which method finds flat minima fastest: the yardstick's ranking\n\n" + (
-        _ranking_text(results["yardstick"]) if "yardstick" in results else
-        "The yardstick did not run in this profile (experiments.yardstick.enabled is false).\n") + prov.markdown_footer(info)
+    ranking = summary.ranking_frame(results)
+    ranking_md = summary.ranking_markdown(ranking, markdown_table) + prov.markdown_footer(info)
+    summary_html = summary.summary_html(audit, table1, ranking, str(config.get("profile")), prov.markdown_footer(info))
     for key, content in (("audit_csv", audit.to_csv(index=False)), ("audit_md", audit_md),
-                         ("table1_md", table1_md), ("table1_tex", table1_tex), ("ranking_md", ranking_md)):
+                         ("table1_md", table1_md), ("table1_tex", table1_tex), ("ranking_md", ranking_md),
+                         ("summary_html", summary_html)):
         prov.write_atomic(outputs[key], content)
         prov.write_sidecar(outputs[key], info)
     print(f"[audit] {len(audit)} claims: {counts}", file=sys.stderr, flush=True)

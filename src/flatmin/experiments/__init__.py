@@ -18,6 +18,9 @@ workflow config's ``experiment_modules``, is an experiment named after its file.
     dropped (rows with non-finite values raise).
 ``CAPTION``
     the figure's caption in the HTML report (reStructuredText).
+``caption(config: dict) -> str`` (optional)
+    the caption of what the resolved settings run, when that depends on them (which problems, which
+    methods); the report uses it in place of ``CAPTION``, whose first sentence it should keep.
 ``CLAIMS`` (optional)
     the paper's claims this experiment's results table supports (:class:`flatmin.claims.Claim`), at the
     end of the module beside the statistics they read; the audit (:func:`flatmin.claims.collect_claims`)

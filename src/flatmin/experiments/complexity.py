@@ -52,6 +52,20 @@ CAPTION = (
     "confidence intervals and the theorems' budgets (in steps)."
 )
 
+
+def caption(config: dict) -> str:
+    """:data:`CAPTION` for the instances, seeds and d values ``config`` runs."""
+    instances = list(dict.fromkeys(spec["label"] for spec in config["eps_sweep"]["instances"]))
+    dim = config["dim_sweep"]
+    values = [*dim["values"], *((dim.get("extend") or {}).get("values") or [])]
+    seeds = config["seeds"] if isinstance(config["seeds"], int) else len(config["seeds"])
+    return ("E3, iteration complexity (Table 1, Theorems 1 and 2): steps (top) and per-sample gradient queries "
+            "(bottom; a whole-loss gradient counts n, SA's final GD phase included) to the first (eps, sqrt(eps))-flat "
+            f"iterate against eps on {', '.join(instances)}, and against d on the {dim['instance']['label']} "
+            f"({dim['dim_param']} = {', '.join(map(str, values))}, eps = {dim['eps']:g}), {seeds} seeds per point, "
+            "with log-log fits and their local slopes, bootstrap confidence intervals and the theorems' budgets "
+            "(in steps).")
+
 _RAMP = {"name": "valley_ramp", "params": {"m": 1, "k": 7}, "eps_param": "eps", "label": "ramp"}
 _INSTANCES = [
     _RAMP,

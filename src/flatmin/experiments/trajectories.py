@@ -98,6 +98,19 @@ CAPTION = (
 )
 
 
+def caption(config: dict) -> str:
+    """:data:`CAPTION` for the instances and methods ``config`` runs (the quick preset runs one)."""
+    instances = config["instances"]
+    methods = list(dict.fromkeys(name for instance in instances for name in instance["algorithms"]))
+    labels = [(get_method(name).label or name).split(" (")[0] for name in methods]
+    problems = " and ".join(f"{instance['label']} ({instance['problem']['name']}, {instance['steps']} steps)"
+                            for instance in instances)
+    return (f"E4, trajectories: trbar(Phi(x_t)) and the distance to the flattest point for {'; '.join(labels)}, "
+            f"on {problems}, {config['seeds'] if isinstance(config['seeds'], int) else len(config['seeds'])} seeds "
+            f"from one shared start; the paths of seed {config['picture']['seed']} drawn in the plane of the first "
+            f"two coordinates of {config['picture']['instance']}.")
+
+
 class Picture(Spec):
     instance: str = Field(min_length=1, description="label of the instance drawn in the plane (its first two coordinates)")
     seed: Count = Field(ge=0, description="the seed whose paths are drawn, one of seeds")
