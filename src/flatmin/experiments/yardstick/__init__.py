@@ -80,9 +80,10 @@ class YardstickProblem(LabelledProblem):
 
 
 _PROBLEMS = [
-    # The ramp of slope 2 sqrt(0.01) at every eps (no eps_param): one problem, compiled once per method.
+    # The ramp of slope 2 sqrt(0.01) = 0.2 at every eps (no eps_param): one problem, compiled once per method;
+    # its flat test fails on the ramp while sqrt(eps) < 0.2.
     {"name": "valley_ramp", "params": {"m": 1, "k": 7, "eps": 0.01}, "label": "ramp",
-     "eps": [0.01, 0.014, 0.02, 0.028, 0.04], "steps": 20000},
+     "eps": [0.0025, 0.0035, 0.005, 0.007, 0.01], "steps": 20000},
     {"name": "valley_bowl", "params": {"m": 1, "k": 7}, "label": "bowl",
      "eps": [0.01, 0.014, 0.02, 0.028, 0.04], "steps": 20000},
     {"name": "hyperbola", "params": {"depth": 2}, "label": "hyperbola",
@@ -91,6 +92,7 @@ _PROBLEMS = [
     # u_top on its way, one lowering the top eigenvalue stops there and is never flat.
     {"name": "valley_split", "params": {"start": 2.0}, "label": "split valley",
      "eps": [0.01, 0.014, 0.02, 0.028, 0.04], "steps": 20000},
+    # Matrix sensing is left out: its flattest point is not known exactly (flatmin.problems.matrix_sensing).
     {"name": "diagonal_net", "params": {"n": 10, "p": 30, "sparsity": 3, "seed": 0}, "label": "diagonal net",
      "eps": [0.04, 0.056, 0.08], "steps": 20000},
 ]
@@ -230,10 +232,13 @@ def runs_to_flat(problem, method: str, setting: dict, eps: float, seeds, config:
     seeds = seed_list(seeds)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", flatmin.AlreadyFlatWarning)  # the starts are sharp; a flat one counts 0
+            warnings.simplefilter("error", flatmin.AlreadyFlatWarning)
             result = flatmin.run(problem, method, None, params, steps, seeds, record_every=record_every, eps=eps,
                                  measure_after_gd=config["final_gd_steps"],
                                  flat_resolution=max(1, record_every // config["flat_refine"]))
+    except flatmin.AlreadyFlatWarning as flat_start:
+        raise ValueError(f"yardstick: problem {problem.name!r} at eps = {eps:g}: {flat_start}. Lower this eps in "
+                         "experiments.yardstick.problems or give the problem a sharper start") from None
     except DivergenceError:
         return pd.DataFrame({"seed": seeds, "status": "diverged", "first_flat_step": np.nan,
                              "gradient_queries": np.nan, "function_queries": np.nan, "flat": False,

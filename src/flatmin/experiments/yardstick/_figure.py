@@ -7,6 +7,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullLocator
 
 from flatmin.experiments.yardstick._ranking import median_with_interval
 from flatmin.method import get_method
@@ -41,6 +42,9 @@ def _panel(ax, rows: pd.DataFrame, problem: str) -> None:
         style = _style(method)
         ax.errorbar(eps, median, yerr=[median - low, high - median], fmt="o", capsize=2, ms=3, **style)
     log_log(ax)
+    levels = sorted(rows["eps"].unique())
+    ax.set_xticks(levels, [f"{level:g}" for level in levels], fontsize=7)  # the eps run, not decades
+    ax.xaxis.set_minor_locator(NullLocator())
     notes = ([f"not flat within the budget: {', '.join(never)}"] if never else []) + (
         [f"not applicable: {', '.join(absent)}"] if absent else [])
     if notes:
