@@ -20,8 +20,9 @@ def _style(method: str) -> dict:
 
 
 def _panel(ax, rows: pd.DataFrame, problem: str) -> None:
-    """Each method's median queries (95% interval) per eps where at least half its seeds are flat; the
-    methods flat at no eps are named in the panel, those that do not apply too."""
+    """Each method's median queries (95% interval) per eps where at least half its seeds are flat, with the
+    fraction flat where some are not; the methods flat at no eps are named in the panel, those that do not
+    apply too."""
     absent, never = [], []
     for method, group in rows.groupby("method", sort=False):
         status = group["status"].iloc[0]
@@ -34,6 +35,9 @@ def _panel(ax, rows: pd.DataFrame, problem: str) -> None:
             median, low, high = median_with_interval(queries)
             if np.isfinite(median):
                 points.append((eps, median, low, high))
+                if not at["flat"].all():  # the fraction flat, where some seeds are not
+                    ax.annotate(f"{int(at['flat'].sum())}/{len(at)}", (eps, median), fontsize=6,
+                                color=_style(method).get("color"), xytext=(3, 3), textcoords="offset points")
         if not points:
             never.append(_style(method)["label"])
             continue

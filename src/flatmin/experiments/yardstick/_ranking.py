@@ -41,11 +41,11 @@ def ranking(results: pd.DataFrame) -> pd.DataFrame:
         for method, group in on_problem[on_problem["eps"] == eps].groupby("method", sort=False):
             status = group["status"].iloc[0]
             cell = {"problem": problem, "eps": eps, "method": get_method(method).label or method,
-                    "setting": group["setting"].iloc[0] if status != "not applicable" else "",
                     "status": status, "flattest trbar": group["flattest_trace"].iloc[0]}
             if status.startswith("not applicable"):
                 cell.update(flat="—", key=(np.inf, np.inf, 2), queries="—", trbar="—", setting="")
             else:
+                cell["setting"] = group["setting"].iloc[0]
                 queries = np.where(group["flat"].to_numpy(bool), group["gradient_queries"], np.inf)
                 median, low, high = median_with_interval(queries)
                 cell.update(flat=f"{int(group['flat'].sum())}/{len(group)}", key=(median, -group["flat"].mean(), 0),
