@@ -20,7 +20,8 @@ PAPER = experiments.settings("yardstick")
 def test_every_method_tries_the_same_number_of_settings():
     problem = flatmin.make_problem("hyperbola", depth=2)
     beta = problem.smoothness
-    sizes = {method: len(yardstick.tuning_grid(method, problem, PAPER)) for method in flatmin.list_methods()}
+    builtin = [m for m in flatmin.list_methods() if type(flatmin.get_method(m)).__module__.startswith("flatmin.methods")]
+    sizes = {method: len(yardstick.tuning_grid(method, problem, PAPER)) for method in builtin}
     assert set(sizes.values()) == {9}, sizes
     sam = yardstick.tuning_grid("sam", problem, PAPER)
     assert {(s["eta"] * beta, s["rho"]) for s in sam} == {
@@ -38,7 +39,7 @@ def test_every_method_tries_the_same_number_of_settings():
     ({"fixed": {"sgd": {"batch_size": 0}}}, "batch_size"),
     ({"knobs": {"sam": {"rho": [-1.0]}}}, "rho"),
     ({"problems": [yardstick._PROBLEMS[0], yardstick._PROBLEMS[0]]}, "labels must be distinct"),
-    ({"knobs": {}}, "needs parameter"),  # rho then has no grid
+    ({"knobs": {}, "methods": ["sam"]}, "needs parameter"),  # rho then has no grid
 ])
 def test_bad_settings_are_refused_with_the_key(override, message):
     with pytest.raises(ValidationError, match=message):
@@ -55,6 +56,23 @@ def test_every_registered_method_joins_by_default_a_users_too():
 
     assert yardstick.methods_of(PAPER) == flatmin.list_methods() and "yardstick_probe" in yardstick.methods_of(PAPER)
     assert len(yardstick.tuning_grid("yardstick_probe", flatmin.make_problem("hyperbola"), PAPER)) == 9
+
+
+def test_a_registered_method_whose_knob_has_no_grid_reads_not_run_with_the_reason():
+    @flatmin.register_method
+    class Yardstick_Knobbed(flatmin.Method):
+        name = "yardstick_knobbed"
+        params = {"sigma": flatmin.Param("a knob without a default", low=0)}
+
+        def direction(self, oracle, x, state, key, hyper):
+            return flatmin.Step(oracle.grad(x), state)
+
+    config = {**PAPER, "problems": [{"name": "hyperbola", "params": {"depth": 2}, "label": "h", "eps": [0.02, 0.04],
+                                     "steps": 100}], "methods": None}
+    reason = yardstick.not_applicable("yardstick_knobbed", flatmin.make_problem("hyperbola"), config)
+    assert reason.startswith("not run: method 'yardstick_knobbed' needs parameter(s) ['sigma']")
+    assert "experiments.yardstick.knobs.yardstick_knobbed" in reason
+    experiments.settings("yardstick")  # every registered method joins by default: no error at validation
 
 
 def test_a_method_whose_knob_has_no_grid_names_where_to_give_it():

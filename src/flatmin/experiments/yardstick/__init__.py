@@ -3,7 +3,8 @@
 Which method reaches an (eps, sqrt(eps))-flat point (Definition 3) with the fewest gradient queries? Every
 registered method (the built-ins, and those of ``method_modules``) runs on every problem of the config
 it applies to (a method that needs a training loss or the targets is ``not applicable`` where the problem
-has none: the cell says so). Each method gets the same tuning budget:
+has none, and a registered method whose knob has no grid in ``knobs`` reads ``not run``: the cell says
+why). Each method gets the same tuning budget:
 
 - its step size ``eta`` over ``step_sizes`` (in units of ``1 / beta``, the problem's smoothness; a gated
   method's perturbed steps take ``eta' = eta``), times
@@ -25,7 +26,7 @@ those steps are counted.
 Results table (:func:`compute`), one row per (stage, problem, method, setting, eps, seed): ``stage``
 ("tuning" or "sweep"), ``problem`` (the label), ``problem_name``, ``dim``, ``method``, ``setting`` (the
 tuned parameters as JSON), ``eta``, ``knob``, ``knob_value``, ``eps``, ``seed``, ``status`` ("ran",
-"diverged", or "not applicable: ..."), ``chosen`` (tuning rows: the winner), ``steps`` (the budget),
+"diverged", "not applicable: ..." or "not run: ...", the reason), ``chosen`` (tuning rows: the winner), ``steps`` (the budget),
 ``first_flat_step``, ``gradient_queries``, ``function_queries``, ``flat``, ``trbar_limit_end`` and
 ``flattest_trace``. The ranking (:func:`flatmin.experiments.yardstick.ranking`, ``tables/ranking.md``)
 reads the sweep at the calibration eps; the audit measures each method's exponent in eps on each problem
@@ -155,8 +156,8 @@ class Settings(flatmin.settings.Settings):
         if len(set(labels)) != len(labels):
             raise ValueError(f"problems: labels must be distinct, got {labels}")
         config = self.model_dump()
-        for method in methods_of(config):
-            knob_of(method, config)  # a method whose knob has no grid fails here, before any job starts
+        for method in self.methods or []:
+            knob_of(method, config)  # a method named here whose knob has no grid fails before any job starts
         return self
 
 
@@ -213,8 +214,13 @@ def tuning_grid(method: str, problem, config: dict) -> list[dict]:
     return grid
 
 
-def not_applicable(method: str, problem) -> str | None:
-    """Why ``method`` cannot run on ``problem`` (None if it can)."""
+def not_applicable(method: str, problem, config: dict) -> str | None:
+    """Why ``method`` cannot run on ``problem`` (None if it can): a need the problem does not meet, or
+    (for a method that joined as a registered one, not named in ``methods``) a knob without a grid."""
+    try:
+        knob_of(method, config)
+    except ValueError as missing:
+        return f"not run: {str(missing).removeprefix('yardstick: ')}"
     needs = get_method(method).needs
     if "training_loss" in needs and not problem.is_training_loss:
         return "not applicable: needs a training loss (sample_losses)"
@@ -276,7 +282,7 @@ def compute(config: dict) -> pd.DataFrame:
             base = {"stage": "sweep", "problem": spec["label"], "problem_name": spec["name"],
                     "dim": calibration_problem.dim, "method": method, "steps": spec["steps"],
                     "flattest_trace": calibration_problem.flattest_trace}
-            reason = not_applicable(method, calibration_problem)
+            reason = not_applicable(method, calibration_problem, config)
             if reason:
                 frames.append(pd.DataFrame([{**base, "status": reason, "eps": calibration}]))
                 continue

@@ -26,7 +26,7 @@ def _panel(ax, rows: pd.DataFrame, problem: str) -> None:
     absent, never = [], []
     for method, group in rows.groupby("method", sort=False):
         status = group["status"].iloc[0]
-        if status.startswith("not applicable"):
+        if status.startswith("not "):
             absent.append(_style(method)["label"])
             continue
         points = []
@@ -50,7 +50,7 @@ def _panel(ax, rows: pd.DataFrame, problem: str) -> None:
     ax.set_xticks(levels, [f"{level:g}" for level in levels], fontsize=7)  # the eps run, not decades
     ax.xaxis.set_minor_locator(NullLocator())
     notes = ([f"not flat within the budget: {', '.join(never)}"] if never else []) + (
-        [f"not applicable: {', '.join(absent)}"] if absent else [])
+        [f"not applicable or not run: {', '.join(absent)}"] if absent else [])
     if notes:
         ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=6, va="bottom", wrap=True)
     ax.set(xlabel="target accuracy ε", ylabel="gradient queries to an (ε, √ε)-flat point",

@@ -42,7 +42,7 @@ def ranking(results: pd.DataFrame) -> pd.DataFrame:
             status = group["status"].iloc[0]
             cell = {"problem": problem, "eps": eps, "method": get_method(method).label or method,
                     "status": status, "flattest trbar": group["flattest_trace"].iloc[0]}
-            if status.startswith("not applicable"):
+            if status.startswith("not "):
                 cell.update(flat="—", key=(np.inf, np.inf, 2), queries="—", trbar="—", setting="")
             else:
                 cell["setting"] = group["setting"].iloc[0]
