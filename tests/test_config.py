@@ -54,7 +54,7 @@ def with_value(config: dict, path: tuple, value) -> dict:
 
 def test_the_builtin_experiments_are_found_in_order():
     assert EXPERIMENTS == ["identities", "decrease", "complexity", "trajectories", "example1", "escape",
-                           "generalization", "yardstick"]
+                           "generalization", "yardstick", "label_noise"]
 
 
 @pytest.mark.parametrize("path", [PAPER, QUICK], ids=["paper", "quick"])
