@@ -86,7 +86,8 @@ def test_the_crossing_step_is_interpolated_between_checkpoints():
 
 def _time_scale_table(power: float, etas=(0.001, 0.002, 0.004, 0.008), seeds=8) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    rows = [{"stage": "time_scale", "problem": "hyperbola", "problem_name": "hyperbola", "eta": eta, "eta_beta": eta * 8.5, "seed": seed,
+    rows = [{"stage": "time_scale", "problem": "hyperbola", "problem_name": "hyperbola", "eta": eta,
+             "eta_beta": eta * 8.5, "seed": seed,
              "steps_to_level": 0.3 * eta ** power * (1 + 0.01 * rng.standard_normal())}
             for eta in etas for seed in range(seeds)]
     return pd.DataFrame(rows)
@@ -141,3 +142,12 @@ def test_the_hyperbola_takes_the_exact_laws_number_of_steps_to_the_level():
     start = table["start_trbar"].iloc[0]
     predicted = math.log(math.sqrt(start**2 - 4) / math.sqrt(level**2 - 4)) / (4 * eta**2)
     assert abs(table["steps_to_level"].mean() / predicted - 1) < 0.05, (table["steps_to_level"].mean(), predicted)
+
+
+def test_a_step_size_where_a_seed_did_not_cross_is_named_in_the_figure_not_dropped(tiny):
+    table = tiny.copy()
+    table.loc[table.index[-1], "steps_to_level"] = np.nan
+    fig = label_noise.plot(table, TINY)
+    texts = [t.get_text() for t in fig.axes[-1].texts]
+    assert texts == ["1/2 below the level"]
+    assert "no slope" in " ".join(t.get_text() for t in fig.axes[-1].get_legend().get_texts())
