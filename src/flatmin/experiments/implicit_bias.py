@@ -91,7 +91,8 @@ class Settings(flatmin.settings.Settings):
         "u of the sharp start on the split valley, a number in [-10, 10] (module docstring: -2 meets no "
         "eigenvalue crossing on its way)"))
     eta: Positive = Field(0.005, le=0.05, description=(
-        "step size of SAM and 1-SAM on the split valley, in (0, 0.05] (eta times a sample's curvature < 2)"))
+        "step size of SAM and 1-SAM on the split valley, in (0, 0.05]; stable while eta times a sample's curvature "
+        "(2 l_1(u) = 110 at u = -2) stays below 2"))
     rho: Positive = Field(0.1, le=0.5, description="SAM's and 1-SAM's radius in the split part, in (0, 0.5]")
     split_steps: Count = Field(40000, ge=1, description="steps of the split part's runs, an integer >= 1")
     split_record_every: Count = Field(200, ge=1, description="checkpoint spacing of the split part, an integer >= 1")
