@@ -13,15 +13,17 @@ Three parts, one results table (column ``part``):
     ``eta^-1 rho^-2`` steps. The default start ``u = -2`` puts both minimizers on one side, with the top
     eigenvalue ``l_1`` simple along the whole path: started at ``u = 2`` instead, the path crosses
     ``l_1 = l_2`` at ``u ~ 1.15``, where the analysis of full-batch SAM needs an eigengap; there SAM at
-    ``eta = 0.005`` stays locked on the second direction (its other coordinate decays to exactly 0 in
-    float64) and ends near ``u = -0.95``, the minimizer of ``l_2``.
+    ``eta = 0.005``, ``rho = 0.1`` stays locked on the second direction (its ``w_1`` is exactly 0 in float64
+    from step 2000 on, so nothing can turn it back) and ends near ``u = -0.95``, the minimizer of ``l_2``
+    (at ``eta = 0.02`` it ends at ``u = 1``).
 ``rho_sweep``
     1-SAM over ``rhos`` on ``seeds`` seeds: ``steps_to_target``, the first checkpoint step with ``|u_t -
     u_trace| <= tolerance_fraction |u_0 - u_trace|`` (NaN where never within ``sweep_steps``). The
     claim fits its exponent in ``rho`` (Wen-Ma-Li: ``-2``). The tolerance is far above the endpoint's
     offset from ``u_trace`` left by a finite ``eta`` (the samples' oscillations ``|w_j| ~ eta l_j rho``
-    weigh the two curvatures unequally: at ``eta = 0.02``, ``rho = 0.1`` 1-SAM ends at ``u ~ 0.53``,
-    at ``eta = 0.005`` at ``u ~ 0.45``), which does not depend on ``rho``.
+    weigh the two curvatures unequally: at ``eta = 0.02``, ``rho = 0.1`` 1-SAM ends at ``u ~ 0.53`` (from
+    ``u = 2``, 16 seeds), at ``eta = 0.005`` at ``u ~ 0.45``), an offset that does not depend on ``rho`` (the
+    ratio ``|w_j| / rho`` depends on ``eta l_j`` only).
 ``widening``
     Orvieto et al.'s widening valley (:mod:`flatmin.problems.widening_valley`), ``L = v^2 ||u||^2 / 2``,
     ``tr Hess L = ||u||^2`` on the minima ``{v = 0}``, from ``||u|| = widening.start``: GD, perturbed GD
