@@ -1,5 +1,6 @@
 """The field's flat-minima methods, each against its formula: label-noise SGD, 1-SAM (SAM with a
-perturbation per sample), Anti-PGD and perturbed GD, on a problem (flatmin.run) and on a pytree (the model API)."""
+perturbation per sample), Anti-PGD and perturbed GD, on a problem (flatmin.run) and on a pytree (the model
+API)."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def test_the_field_methods_declare_their_needs_and_cost():
     assert flatmin.get_method("label_noise_sgd").needs == {"training_loss", "targets"}
     assert flatmin.get_method("sam_per_sample").cost == flatmin.Cost(gradients=2)
     assert flatmin.get_method("anti_pgd").stateful and flatmin.get_method("anti_pgd").cost == flatmin.Cost(1)
-    assert not flatmin.get_method("perturbed_gd").stateful and flatmin.get_method("perturbed_gd").cost == flatmin.Cost(1)
+    perturbed = flatmin.get_method("perturbed_gd")
+    assert not perturbed.stateful and perturbed.cost == flatmin.Cost(1)
 
 
 @pytest.mark.parametrize("name", [name for name in flatmin.list_problems()  # the shipped families

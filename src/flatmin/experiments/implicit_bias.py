@@ -8,9 +8,9 @@ Three parts, one results table (column ``part``):
     3/7`` and ``u_top = 1``. 1-SAM at batch size 1 (``sam_per_sample``, the training-loss form, ``n = 2``
     samples) and full-batch SAM (``sam``) run from the sharp start ``u = split_start`` with the same
     ``eta`` and ``rho``; the table keeps the iterate's coordinate ``u_t`` along the minima at every
-    checkpoint and ``u(Phi(x_T))`` at the end (``Phi`` as the end of ``phi_gd_steps`` plain GD steps). Wen, Ma, Li (ICLR 2023): 1-SAM follows the gradient flow of
-    the trace along the minima, full-batch SAM that of the top eigenvalue, both on the time scale
-    ``eta^-1 rho^-2`` steps. The default start ``u = -2`` puts both minimizers on one side, with the top
+    checkpoint and ``u(Phi(x_T))`` at the end (``Phi`` as the end of ``phi_gd_steps`` plain GD steps).
+    Wen, Ma, Li (ICLR 2023): 1-SAM follows the gradient flow of the trace along the minima, full-batch
+    SAM that of the top eigenvalue, both on the time scale ``eta^-1 rho^-2`` steps. The default start ``u = -2`` puts both minimizers on one side, with the top
     eigenvalue ``l_1`` simple along the whole path: started at ``u = 2`` instead, the path crosses
     ``l_1 = l_2`` at ``u ~ 1.15``, where the analysis of full-batch SAM needs an eigengap; there SAM at
     ``eta = 0.005``, ``rho = 0.1`` stays locked on the second direction (its ``w_1`` is exactly 0 in float64
@@ -118,8 +118,8 @@ class Settings(flatmin.settings.Settings):
 
 
 # quick: the split part and the sweep record as many checkpoints (301), so 1-SAM's loop compiles once
-PRESETS = {"quick": {"seeds": 8, "split_steps": 12000, "split_record_every": 40, "rho": 0.2, "rhos": [0.1, 0.14, 0.2, 0.28],
-                     "sweep_steps": 6000, "widening": {**_WIDENING, "steps": 1000}}}
+PRESETS = {"quick": {"seeds": 8, "split_steps": 12000, "split_record_every": 40, "rho": 0.2,
+                     "rhos": [0.1, 0.14, 0.2, 0.28], "sweep_steps": 6000, "widening": {**_WIDENING, "steps": 1000}}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,7 +138,8 @@ def _rows(part, problem, method, seeds, steps, params, **columns) -> pd.DataFram
 def _split_part(config, problem, x0, u_trace, u_top) -> pd.DataFrame:
     frames = []
     for method in ("sam_per_sample", "sam"):
-        params = {"eta": config["eta"], "rho": config["rho"], **({"batch_size": 1} if method == "sam_per_sample" else {})}
+        batch = {"batch_size": 1} if method == "sam_per_sample" else {}  # 1-SAM at batch 1, SAM full-batch
+        params = {"eta": config["eta"], "rho": config["rho"], **batch}
         progress("implicit_bias", f"split valley: {method} {params}, {config['split_steps']} steps")
         run = flatmin.simulate(problem, method, x0, params, config["split_steps"], config["seeds"],
                                record_every=config["split_record_every"])
@@ -281,7 +282,8 @@ def plot(results: pd.DataFrame, config: dict):
     _band(c, wide, "trace_ratio", quantiles=True)
     c.set_yscale("log")
     c.set(xlabel="iterations", ylabel="tr ∇²L(Φ(xₜ)) / tr ∇²L(Φ(x₀)) (median, 10-90% band; log scale)",
-          title=f"(c) widening valley v²‖u‖²/2: η = {wide['eta'].iloc[0]:g}, σ = {wide['sigma'].dropna().iloc[0]:g}")
+          title=f"(c) widening valley v²‖u‖²/2: η = {wide['eta'].iloc[0]:g}, "
+                f"σ = {wide['sigma'].dropna().iloc[0]:g}")
     c.legend(fontsize=7)
     seeds = results["seed"].nunique()
     fig.suptitle(f"Implicit bias: 1-SAM lowers the trace, SAM the top eigenvalue; Anti-PGD leaves the widening "
