@@ -54,7 +54,7 @@ def with_value(config: dict, path: tuple, value) -> dict:
 
 def test_the_builtin_experiments_are_found_in_order():
     assert EXPERIMENTS == ["identities", "decrease", "complexity", "trajectories", "example1", "escape",
-                           "generalization", "yardstick", "label_noise"]
+                           "generalization", "yardstick", "label_noise", "implicit_bias"]
 
 
 @pytest.mark.parametrize("path", [PAPER, QUICK], ids=["paper", "quick"])
@@ -195,7 +195,7 @@ BAD_VALUES = {
                             ["experiments.complexity.dim_sweep.eps = -0.02", "a number > 0"]),
     # trajectories, example1, generalization
     "unknown algorithm name": (("experiments", "trajectories", "instances", 0, "algorithms"), {"adam": {}},
-                               ["experiments.trajectories.instances.0.algorithms.adam", "unknown method 'adam'; registered methods: anti_pgd, gd, label_noise_sgd, rs"]),
+                               ["experiments.trajectories.instances.0.algorithms.adam", "unknown method 'adam'; registered methods: anti_pgd, gd, label_noise_sgd, perturbed_gd, rs"]),
     "t_range not around 1": (("experiments", "example1", "t_range"), [2.0, 100.0],
                              ["experiments.example1.t_range = [2.0, 100.0]", "0 < t_min < 1 < t_max"]),
     "problem without a recovery error": (
@@ -203,7 +203,7 @@ BAD_VALUES = {
         ["experiments.generalization.instances.0.problem", "diagonal_net, matrix_sensing"]),
     # escape
     "unknown method": (("experiments", "escape", "runs", 1, "method"), "adam",
-                       ["experiments.escape.runs.1.method = 'adam'", "registered methods: anti_pgd, gd, label_noise_sgd, rs, rs_noproj, sa, sam, sam_per_sample, sgd"]),
+                       ["experiments.escape.runs.1.method = 'adam'", "registered methods: anti_pgd, gd, label_noise_sgd, perturbed_gd, rs, rs_noproj, sa, sam, sam_per_sample, sgd"]),
     "negative escape rho": (("experiments", "escape", "runs", 2, "rhos"), [-0.5],
                             ["experiments.escape.runs.2.rhos.0 = -0.5", ">= 0"]),
     "unknown activation": (("experiments", "escape", "activation"), "sigmoid",

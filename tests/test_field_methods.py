@@ -1,5 +1,6 @@
 """The field's flat-minima methods, each against its formula: label-noise SGD, 1-SAM (SAM with a
-perturbation per sample) and Anti-PGD, on a problem (flatmin.run) and on a pytree (the model API)."""
+perturbation per sample), Anti-PGD and perturbed GD, on a problem (flatmin.run) and on a pytree (the model
+API)."""
 
 from __future__ import annotations
 
@@ -92,10 +93,55 @@ def test_anti_pgd_perturbations_are_anticorrelated(hyperbola):
     np.testing.assert_allclose(result.final[0], x, rtol=1e-12)
 
 
+def test_perturbed_gd_adds_independent_gaussian_increments(hyperbola, tanh_model):
+    """x_{t+1} = x_t - eta grad f(x_t) - eta sigma z_t, z_t ~ N(0, I) fresh each step (no state)."""
+    eta, sigma, steps, seed = 0.05, 0.2, 30, 4
+    x = np.array([2.0, 0.5])
+    result = flatmin.run(hyperbola, "perturbed_gd", x, {"eta": eta, "sigma": sigma}, steps, seeds=[seed],
+                         record_every=steps, measure=False)
+    grad = jax.jit(jax.grad(hyperbola.loss))
+    for t in range(steps):
+        z = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), t), (2,)))
+        x = x - eta * np.asarray(grad(x)) - eta * sigma * z
+    np.testing.assert_allclose(result.final[0], x, rtol=1e-12)
+    gd = flatmin.run(hyperbola, "gd", [2.0, 0.5], {"eta": eta}, steps, seeds=[seed], record_every=steps, measure=False)
+    quiet = flatmin.run(hyperbola, "perturbed_gd", [2.0, 0.5], {"eta": eta, "sigma": 0.0}, steps, seeds=[seed],
+                        record_every=steps, measure=False)
+    np.testing.assert_allclose(quiet.final, gd.final, rtol=1e-13)  # sigma = 0 is GD
+    # the model API: the gradient plus sigma z over the whole parameter vector, z drawn from the key
+    params, batch, loss_fn = tanh_model
+    key = jax.random.PRNGKey(11)
+    loss, grads = flatmin.value_and_perturbed_grad(loss_fn, "perturbed_gd", sigma=0.5)(params, batch, key)
+    flat, _ = ravel_pytree(jax.grad(loss_fn)(params, batch))
+    z = jax.random.normal(key, flat.shape, flat.dtype)
+    np.testing.assert_allclose(ravel_pytree(grads)[0], flat + 0.5 * z, rtol=1e-12)
+    assert float(loss) == pytest.approx(float(loss_fn(params, batch)), rel=1e-14)
+    stateful = flatmin.perturbed_gradient(loss_fn, "perturbed_gd", sigma=0.5)
+    (_, again), state = stateful(params, stateful.init(params), batch, key)
+    assert state == () and np.array_equal(ravel_pytree(again)[0], ravel_pytree(grads)[0])
+
+
+def test_perturbed_gd_increments_are_uncorrelated_where_anti_pgds_are_anticorrelated(hyperbola):
+    """On a flat loss (a quadratic at zero curvature: the gradient is 0) the displacement after T steps has
+    variance T (eta sigma)^2 per coordinate for perturbed GD (a random walk) and 2 (eta sigma)^2 for Anti-PGD
+    (xi_T - xi_0 with xi_0 = 0: (eta sigma)^2 only); 400 seeds, tolerances of 5 standard errors."""
+    flat = flatmin.Problem("flat", 2, lambda x: 0.0 * jnp.sum(x))
+    eta, sigma, steps, seeds = 0.1, 1.0, 50, 400
+    walk = flatmin.run(flat, "perturbed_gd", [0.0, 0.0], {"eta": eta, "sigma": sigma}, steps, seeds,
+                       record_every=steps, measure=False).final
+    anti = flatmin.run(flat, "anti_pgd", [0.0, 0.0], {"eta": eta, "sigma": sigma}, steps, seeds,
+                       record_every=steps, measure=False).final
+    for values, variance in ((walk, steps * (eta * sigma) ** 2), (anti, (eta * sigma) ** 2)):
+        estimate = np.mean(values**2)  # 800 coordinates, each N(0, variance): SE = variance sqrt(2 / 800)
+        assert abs(estimate - variance) < 5 * variance * np.sqrt(2 / values.size), (estimate, variance)
+
+
 def test_the_field_methods_declare_their_needs_and_cost():
     assert flatmin.get_method("label_noise_sgd").needs == {"training_loss", "targets"}
     assert flatmin.get_method("sam_per_sample").cost == flatmin.Cost(gradients=2)
     assert flatmin.get_method("anti_pgd").stateful and flatmin.get_method("anti_pgd").cost == flatmin.Cost(1)
+    perturbed = flatmin.get_method("perturbed_gd")
+    assert not perturbed.stateful and perturbed.cost == flatmin.Cost(1)
 
 
 @pytest.mark.parametrize("name", [name for name in flatmin.list_problems()  # the shipped families

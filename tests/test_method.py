@@ -152,7 +152,8 @@ def test_registration_and_parameters_are_checked():
 
 
 def test_every_builtin_declares_its_metadata():
-    for name in ("gd", "sgd", "sam", "rs", "rs_noproj", "sa", "label_noise_sgd", "sam_per_sample", "anti_pgd"):
+    for name in ("gd", "sgd", "sam", "rs", "rs_noproj", "sa", "label_noise_sgd", "sam_per_sample", "anti_pgd",
+                 "perturbed_gd"):
         method = flatmin.get_method(name)
         assert method.name == name and method.label and method.reference and method.style
         assert method.cost.gradients >= 1

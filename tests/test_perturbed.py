@@ -179,7 +179,7 @@ def test_rho_may_be_traced_and_bad_input_is_named(mlp):
     params, batch = mlp
     f = jax.jit(lambda r: flatmin.value_and_perturbed_grad(_mlp_loss, "sa", r)(params, batch, jax.random.PRNGKey(0))[1])
     np.testing.assert_allclose(_flat(f(0.0)), _flat(jax.grad(_mlp_loss)(params, batch)), rtol=1e-14)
-    with pytest.raises(ValueError, match="unknown method 'adam'; registered methods: anti_pgd, gd, label_noise_sgd, rs, rs_noproj, sa, sam, sam_per_sample, sgd"):
+    with pytest.raises(ValueError, match="unknown method 'adam'; registered methods: anti_pgd, gd, label_noise_sgd, perturbed_gd, rs, rs_noproj, sa, sam, sam_per_sample, sgd"):
         flatmin.value_and_perturbed_grad(_mlp_loss, "adam", 0.1)
     with pytest.raises(ValueError, match=r"needs parameter\(s\) \['rho'\]"):
         flatmin.value_and_perturbed_grad(_mlp_loss, "rs")

@@ -9,7 +9,7 @@ why). Each method gets the same tuning budget:
 - its step size ``eta`` over ``step_sizes`` (in units of ``1 / beta``, the problem's smoothness; a gated
   method's perturbed steps take ``eta' = eta``), times
 - its own knob: the one real-valued parameter without a default (``rho`` for SAM, 1-SAM, RS and SA,
-  ``sigma`` for label-noise SGD and Anti-PGD), over the ``knobs`` grid given for that method; every
+  ``sigma`` for label-noise SGD, Anti-PGD and perturbed GD), over the ``knobs`` grid given for that method; every
   knob grid has the same length ``K``. A method without such a parameter (GD, SGD) tries ``K`` times as
   many step sizes, log-spaced over the same range, so that every method tries the same number of
   settings. Its other parameters keep their defaults or the values in ``fixed`` (the mini-batch sizes).
@@ -111,7 +111,8 @@ class Settings(flatmin.settings.Settings):
     knobs: dict[MethodName, dict[str, Annotated[list[float], Field(min_length=1)]]] = Field(
         {"rs": {"rho": [0.01, 0.03, 0.1]}, "rs_noproj": {"rho": [0.01, 0.03, 0.1]}, "sa": {"rho": [0.01, 0.03, 0.1]},
          "sam": {"rho": [0.01, 0.03, 0.1]}, "sam_per_sample": {"rho": [0.01, 0.03, 0.1]},
-         "label_noise_sgd": {"sigma": [0.1, 0.3, 1.0]}, "anti_pgd": {"sigma": [0.1, 0.3, 1.0]}},
+         "label_noise_sgd": {"sigma": [0.1, 0.3, 1.0]}, "anti_pgd": {"sigma": [0.1, 0.3, 1.0]},
+         "perturbed_gd": {"sigma": [0.1, 0.3, 1.0]}},
         description="the grid of each method's own knob, {method: {parameter: [values]}}, every grid of the same "
         "length; a method left out has no knob (only its step size is tuned)")
     fixed: dict[MethodName, StepParams] = Field(
