@@ -72,8 +72,9 @@ ORDER = 6
 CAPTION = (
     "Escape from a sharp global minimizer on real data (the paper's Figure 3 at CPU scale): test "
     "accuracy and Hessian trace of an MLP started at a badly generalizing minimizer, for the run groups "
-    "of the config (the methods over several rho at one batch size, and SA over several batch sizes), "
-    "mean and band over seeds. The results table also holds Definition 3 measured on the network "
+    "of the config (the methods over a grid of their knob, rho or sigma, at one batch size, and SA over "
+    "several batch sizes), mean and band over seeds; column (d) sets each method's best run, the field's "
+    "label-noise SGD and 1-SAM included, against the mini-batch gradients it took. The results table also holds Definition 3 measured on the network "
     "(flatmin.model_flatness): the tangent gradient of the normalized trace, the trace and the top "
     "Hessian eigenvalue at both minimizers and at the end points of the best runs."
 )
@@ -175,8 +176,12 @@ class Settings(flatmin.settings.Settings):
          {"method": "sa", "batch": 128, "rhos": [0.2, 0.4, 0.6], "options": _SA_OPTIONS},
          {"method": "sa", "batch": 64, "rhos": [0.2], "options": _SA_OPTIONS},
          {"method": "sa", "batch": 16, "rhos": [0.2], "options": _SA_OPTIONS},
-         {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS}],
-        min_length=1, description="the escape runs, a non-empty list of {method: sgd|rs|sa, batch: B, rhos: [rho...]}")
+         {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS},
+         {"method": "label_noise_sgd", "batch": 128, "knob": "sigma", "values": [0.5, 2.0, 8.0]},
+         {"method": "sam_per_sample", "batch": 1, "knob": "rho", "values": [0.2, 0.3, 0.4]}],
+        min_length=1, description=(
+            "the escape runs, a non-empty list of {method, options, batch: B, knob: rho|sigma, values: [...]} "
+            "(or rhos: [...] for a rho grid; the grids of the paper profile: docs/escape_notes.md)"))
     trace_probes: Count = Field(20, ge=2, description=(
         "Hutchinson probes per trace measurement (the same at every checkpoint: common random numbers), an "
         "integer >= 2 (the standard error needs two)"))
@@ -195,7 +200,7 @@ class Settings(flatmin.settings.Settings):
     control: MethodName = Field("sgd", description="the control method, drawn dashed in every panel")
     panel_a: dict[MethodName, list[Annotated[float, Field(ge=0)]]] = Field(
         {"rs": [0.4, 8.0], "sa": [0.4, 0.6]}, description=(
-            "the curves of panel (a), {method: [rho, ...]} (among the runs' methods and rhos)"))
+            "the curves of panel (a), {method: [value, ...]} (among the runs' methods and their knobs' values)"))
     panel_batch: Count = Field(128, ge=1, description="batch size of panels (a) and (b), an integer >= 1 (one of the runs' batches)")
     batch_method: MethodName = Field("sa", description="the method of panel (c), drawn at every batch size it ran")
     batch_rho: float = Field(0.2, ge=0, description="rho of panel (c), a number >= 0")
@@ -232,6 +237,8 @@ PRESETS = {
             {"method": "sa", "batch": 128, "rhos": [0.4], "options": _SA_OPTIONS},
             {"method": "sa", "batch": 64, "rhos": [0.2], "options": _SA_OPTIONS},
             {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS},
+            {"method": "label_noise_sgd", "batch": 128, "knob": "sigma", "values": [2.0]},
+            {"method": "sam_per_sample", "batch": 1, "knob": "rho", "values": [0.2]},
         ],
     },
 }
@@ -469,7 +476,7 @@ def _equal_queries(escape: pd.DataFrame, first: str, second: str, batch) -> Esti
     picks = []
     for method in (first, second):
         rows = escape[(escape["method"] == method) & (escape["batch"] == batch)]
-        options = rows["method_options"].iloc[0]
+        options = rows["method_options"].iloc[0] if "method_options" in rows.columns else ""
         picks.append((method, rows, gradients_per_step(method, _figure._options(options))))
     budgets = set.intersection(*({q * t for t in steps} for _, _, q in picks))
     budget = max(budgets)

@@ -77,7 +77,8 @@ def figure(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | None 
         accuracy = float(sel(method, batch, value).query("step == step.max()")["test_acc"].mean())
         if method not in best or accuracy > best[method][2]:
             best[method] = (batch, value, accuracy)
-    options = escape.drop_duplicates("method").set_index("method")["method_options"]
+    options = (escape.drop_duplicates("method").set_index("method")["method_options"]
+               if "method_options" in escape.columns else pd.Series(dtype=str))
 
     control = sel(config["control"])
     shades = ("Blues", "Reds", "Greens", "Purples", "Oranges", "Greys")
