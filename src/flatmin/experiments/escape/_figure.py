@@ -37,6 +37,8 @@ def gradients_per_step(method: str, options: dict | None = None) -> int:
 
 def _options(text: str) -> dict:
     """The options of a ``method_options`` cell (``"k=v, ..."``) that the gradient count reads."""
+    if not isinstance(text, str):  # an empty cell read back from a CSV file is NaN
+        return {}
     pairs = (item.split("=", 1) for item in text.split(", ") if "=" in item)
     return {k: v for k, v in pairs if k == "projection"}
 
@@ -85,7 +87,7 @@ def figure(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | None 
     rows = (("test_acc", 100.0, "test accuracy (%)"), ("hessian_trace", 1.0, "Hessian trace tr(H)"),
             ("train_acc", 100.0, "train accuracy (%)"))
     for i, (metric, scale, ylabel) in enumerate(rows):
-        for ax in axes[i]:
+        for ax in axes[i, :3]:  # column (d) has SGD's best run
             if len(control):
                 _band(ax, control, f"{_name(config['control'])} (B={int(control['batch'].iloc[0])})", "k", metric,
                       scale, "--")
@@ -126,7 +128,7 @@ def figure(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | None 
     titles = (f"(a) {' vs '.join(_name(m) for m in config['panel_a'])}, batch {B}",
               f"(b) sweep of each method's knob, batch {B}",
               f"(c) {_name(config['batch_method'])}, batch sizes, rho={config['batch_rho']:g}",
-              "(d) best run of each method, per gradient query")
+              "(d) best run per method, by gradient queries")
     for j, title in enumerate(titles):
         axes[0, j].set_title(title)
         axes[-1, j].set_xlabel(f"iteration (step size eta={config['eta']:g})")
