@@ -128,7 +128,7 @@ def figure(results: pd.DataFrame, config: dict, minimizers: pd.DataFrame | None 
     titles = (f"(a) {' vs '.join(_name(m) for m in config['panel_a'])}, batch {B}",
               f"(b) sweep of each method's knob, batch {B}",
               f"(c) {_name(config['batch_method'])}, batch sizes, rho={config['batch_rho']:g}",
-              "(d) best run per method, by gradient queries")
+              "(d) best runs, per gradient query")
     for j, title in enumerate(titles):
         axes[0, j].set_title(title)
         axes[-1, j].set_xlabel(f"iteration (step size eta={config['eta']:g})")
