@@ -36,7 +36,7 @@ def test_claims_are_collected_from_the_experiments_in_their_order():
 
     modules = [importlib.import_module(f"flatmin.experiments.{name}") for name in experiments.experiment_names()]
     assert CLAIMS == tuple(claim for module in modules for claim in getattr(module, "CLAIMS", ()))
-    assert len(CLAIMS) == 49 and len(set(claim_ids())) == 49
+    assert len(CLAIMS) == 57 and len(set(claim_ids())) == 57
     for module in modules:  # each module holds the claims on its own results table
         name = module.__name__.rsplit(".", 1)[1]
         if not hasattr(module, "CLAIMS"):  # its claims come from its table (claims_from_results)
@@ -320,6 +320,9 @@ def test_escape_claims_whose_runs_the_config_left_out_are_not_run():
         ("escape_sa_beats_rs_best", "no batch size at which both RS and SA ran"),
         ("escape_small_batch_best", "no SA rho run at two or more batch sizes"),
         ("escape_trace_falls_as_test_rises", "a correlation over the runs needs 3 escape runs, found 1"),
+        ("escape_label_noise_beats_sgd", "no label_noise_sgd run"),
+        ("escape_sa_vs_one_sam_best", "no sa run"),
+        ("escape_sa_vs_field_equal_queries", "no batch size at which sa and a field method"),
     ):
         assert audit.loc[claim_id, "verdict"] == "not run"
         assert audit.loc[claim_id, "note"].startswith(f"escape: {missing}")

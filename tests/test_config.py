@@ -126,7 +126,7 @@ NESTED_TYPOS = {
     "algorithm in an eps map": (("experiments", "decrease", "eps", "gd"), [0.01],
                                 "experiments.decrease.eps.gd = 'gd': no theory schedule for 'gd'; allowed: rs, sa"),
     "escape run": (("experiments", "escape", "runs", 0, "rho"), [0.1],
-                   "experiments.escape.runs.0: unknown key rho = [0.1] (allowed keys here: method, options, batch, rhos)"),
+                   "experiments.escape.runs.0: unknown key rho = [0.1] (allowed keys here: method, options, batch, knob, values, rhos)"),
     "top level": (("experiment",), {}, "<top level>: unknown key experiment = {}"),
     "unknown experiment": (("experiments", "identites"), {"enabled": True},
                            "experiments.identites: unknown experiment (known: identities, decrease"),

@@ -160,6 +160,79 @@ def test_same_batches_across_methods(tiny):
     assert float(jnp.linalg.norm(sa - sgd)) < 1e-5 * float(jnp.linalg.norm(x0 - sgd))
 
 
+@pytest.mark.parametrize("batch", [1, 8])
+def test_zero_label_noise_is_sgd(tiny, batch):
+    """sigma = 0 label-noise SGD is SGD on the same mini-batch (common random numbers): bitwise at batch 1;
+    at batch 8 the two programs may round the mean differently (a few ulps of the step)."""
+    _, _, x0, problem = tiny
+    key = jax.random.PRNGKey(11)
+    sgd = jax.jit(training.minibatch_step(problem, "sgd", batch))(x0, key, 0.01, 0.0)
+    step = jax.jit(training.minibatch_step(problem, "label_noise_sgd", batch))
+    if batch == 1:
+        np.testing.assert_array_equal(step(x0, key, 0.01, 0.0), sgd)
+    else:
+        np.testing.assert_allclose(step(x0, key, 0.01, 0.0), sgd, rtol=0, atol=1e-16)
+    # sigma > 0: the gradient of the batch loss to the perturbed one-hot targets, t + sigma xi
+    noisy = step(x0, key, 0.01, 0.5)
+    assert float(jnp.linalg.norm(noisy - sgd)) > 1e-3 * float(jnp.linalg.norm(x0 - sgd))
+
+
+def test_label_noise_step_is_the_gradient_to_noisy_targets(tiny):
+    """The step's label noise: x - eta grad mean_i 0.5 ||logits_i - (onehot_i + sigma xi_i)||^2 on the batch of
+    the key's first half, xi drawn from its second half (flatmin.value_and_perturbed_grad's key)."""
+    data, model, x0, problem = tiny
+    key, eta, sigma = jax.random.PRNGKey(4), 0.01, 0.7
+    k_batch, k_pert = jax.random.split(key)
+    idx = jax.random.choice(k_batch, problem.num_samples, (8,), replace=False)
+    onehot = jax.nn.one_hot(jnp.asarray(data["y"])[idx], 10, dtype=jnp.float64)
+    xi = jax.random.normal(k_pert, onehot.shape, jnp.float64)  # label_noise_sgd: no batch_size, key unsplit
+    loss = lambda x: jnp.mean(0.5 * jnp.sum((model.logits(x, jnp.asarray(data["x"])[idx]) - onehot - sigma * xi) ** 2, 1))  # noqa: E731
+    step = jax.jit(training.minibatch_step(problem, "label_noise_sgd", 8))
+    np.testing.assert_allclose(step(x0, key, eta, sigma), x0 - eta * jax.grad(loss)(x0), rtol=1e-12, atol=1e-15)
+
+
+def test_one_sam_at_batch_one_is_sam(tiny):
+    _, _, x0, problem = tiny
+    key = jax.random.PRNGKey(2)
+    sam = jax.jit(training.minibatch_step(problem, "sam", 1))(x0, key, 0.01, 0.3)
+    one = jax.jit(training.minibatch_step(problem, "sam_per_sample", 1))(x0, key, 0.01, 0.3)
+    np.testing.assert_array_equal(one, sam)
+    # at batch 8 the per-sample ascent points differ from the batch's
+    sam8 = jax.jit(training.minibatch_step(problem, "sam", 8))(x0, key, 0.01, 0.3)
+    one8 = jax.jit(training.minibatch_step(problem, "sam_per_sample", 8))(x0, key, 0.01, 0.3)
+    assert float(jnp.linalg.norm(one8 - sam8)) > 1e-6
+
+
+def test_minibatch_step_knob_and_targets_errors(tiny):
+    _, _, _, problem = tiny
+    with pytest.raises(ValueError, match="knob 'sigma' is not a real parameter of method 'sa'; allowed: rho"):
+        training.minibatch_step(problem, "sa", 8, knob="sigma")
+    assert training.main_knob("sa") == "rho" and training.main_knob("label_noise_sgd") == "sigma"
+    assert training.main_knob("sgd") is None
+    plain = flatmin.Problem("plain", problem.dim, problem.loss, batch_losses=problem.batch_losses,
+                            num_samples=problem.num_samples)
+    with pytest.raises(ValueError, match="perturbs the targets"):
+        training.minibatch_step(plain, "label_noise_sgd", 8)
+
+
+def test_mlp_problem_predictions_give_its_square_loss(tiny):
+    """The square-loss MLP problem's predictions (logits) and one-hot targets reproduce its sample losses;
+    flatmin.run's label-noise SGD (the Problem oracle) reads them."""
+    data, model, x0, problem = tiny
+    idx = jnp.array([4, 1, 9])
+    np.testing.assert_allclose(problem.square_losses(problem.predictions_of(x0, idx), jnp.asarray(problem.targets)[idx]),
+                               problem.losses_of(x0, idx), rtol=1e-13)
+    np.testing.assert_allclose(problem.predictions(x0)[idx], problem.predictions_of(x0, idx), rtol=1e-13)
+    assert nets.mlp_problem(model.with_loss("ce"), data["x"], data["y"]).predictions is None
+    # flatmin.run's oracle: the loss with the targets replaced sums the square over the 10 outputs, so
+    # sigma = 0 steps as SGD does on the same batches (a mean over the outputs would be a tenth of it)
+    noisy = flatmin.run(problem, "label_noise_sgd", x0, {"eta": 0.05, "sigma": 0.0, "batch_size": 8}, 3, seeds=1,
+                        measure=False)
+    sgd = flatmin.run(problem, "sgd", x0, {"eta": 0.05, "batch_size": 8}, 3, seeds=1, measure=False)
+    assert not np.allclose(np.asarray(sgd.final)[0], np.asarray(x0))
+    np.testing.assert_allclose(np.asarray(noisy.final), np.asarray(sgd.final), rtol=0, atol=1e-14)
+
+
 # ------------------------------------------------------------------------------------------ end to end
 
 TINY = dict(
@@ -172,6 +245,8 @@ TINY = dict(
         {"method": "rs", "batch": 8, "rhos": [0.2, 0.5]},
         {"method": "sa", "batch": 8, "rhos": [0.2]},
         {"method": "sa", "batch": 1, "rhos": [0.2]},
+        {"method": "label_noise_sgd", "batch": 8, "knob": "sigma", "values": [0.5]},
+        {"method": "sam_per_sample", "batch": 8, "values": [0.2]},
     ],
     panel_a={"rs": [0.5], "sa": [0.2]}, panel_batch=8, batch_rho=0.2,
 )
@@ -188,8 +263,13 @@ def test_end_to_end_table(tiny_results):
     mins = escape._tables.minimizer_rows(table)
     assert list(mins["minimizer"]) == ["bad", "normal", "confusion"]
     assert (mins.set_index("minimizer").loc[["bad", "normal"], "train_acc"] == 1.0).all()
-    # 1 + 2 + 1 + 1 (method, rho) pairs x 2 seeds x 3 checkpoints
-    assert len(esc) == 5 * 2 * 3
+    # 1 + 2 + 1 + 1 + 1 + 1 (method, batch, value) runs x 2 seeds x 3 checkpoints
+    assert len(esc) == 7 * 2 * 3
+    # the knob column names the grid's parameter; rho holds the value of a rho grid only
+    knobs = esc.drop_duplicates(["method", "batch", "value"]).set_index(["method", "batch"])
+    assert knobs.loc[("label_noise_sgd", 8), "knob"] == "sigma" and knobs.loc[("label_noise_sgd", 8), "rho"] == 0
+    assert knobs.loc[("label_noise_sgd", 8), "value"] == 0.5 and knobs.loc[("sgd", 8), "knob"] == "none"
+    assert (knobs.loc[("sam_per_sample", 8), ["knob", "value", "rho"]] == ["rho", 0.2, 0.2]).all()
     assert set(esc["step"]) == {0, 15, 30}
     assert np.isfinite(table[list(escape.METRICS)].to_numpy(dtype=float)).all()
     assert "hessian_trace" in table.columns and "trace" not in table.columns
@@ -197,7 +277,7 @@ def test_end_to_end_table(tiny_results):
     start = esc[esc["step"] == 0]
     np.testing.assert_allclose(start["test_acc"], mins.loc[0, "test_acc"])
     fin = escape._tables.final_table(table)
-    assert len(fin) == 5 and (fin["seeds"] == 2).all()
+    assert len(fin) == 7 and (fin["seeds"] == 2).all()
     audit = evaluate({"escape": table}, claims=escape.CLAIMS).set_index("id")
     # every claim is measured on this table (none is "not run"), sgd_stays from the SGD run's final rows
     assert not (audit["verdict"] == "not run").any(), audit["note"]
@@ -205,9 +285,25 @@ def test_end_to_end_table(tiny_results):
     assert audit.loc["escape_sgd_stays", "measured"] == float(sgd["d_test_acc_mean"].abs().max())
     assert audit.loc["escape_train_acc_100", "measured"] == esc["train_acc"].min()
     fig = escape.plot(table, TINY)
-    assert len(fig.axes) == 9
+    assert len(fig.axes) == 12
     assert fig.axes[0].get_ylabel() == "test accuracy (%)"
-    assert fig.axes[3].get_ylabel() == "Hessian trace tr(H)"
+    assert fig.axes[4].get_ylabel() == "Hessian trace tr(H)"
+    # panel (d): one curve per method (its best run), the 2-gradient methods over twice the queries
+    lines = {line.get_label(): line for line in fig.axes[3].get_lines() if not line.get_label().startswith("normal")}
+    assert len(lines) == 5  # the best run of each of the 5 methods (SGD's is the control)
+    extent = {label.split(",")[0]: line.get_xdata().max() for label, line in lines.items()}
+    assert extent["SA"] == 2 * TINY["steps"] and extent["label-noise SGD"] == TINY["steps"]
+
+
+def test_claims_read_back_from_csv(tiny_results, tmp_path):
+    """The audit reads the results from CSV, where an empty method_options cell comes back as NaN."""
+    tiny_results.to_csv(tmp_path / "escape.csv", index=False)
+    back = pd.read_csv(tmp_path / "escape.csv")
+    assert back["method_options"].isna().any()
+    before = evaluate({"escape": tiny_results}, claims=escape.CLAIMS)
+    after = evaluate({"escape": back}, claims=escape.CLAIMS)
+    pd.testing.assert_frame_equal(before[["id", "measured", "low", "high", "verdict"]],
+                                  after[["id", "measured", "low", "high", "verdict"]], check_exact=False, rtol=1e-12)
 
 
 def test_flatness_records(tiny_results):
@@ -215,7 +311,7 @@ def test_flatness_records(tiny_results):
     table = tiny_results
     flat = table[table["record"] == "flatness"]
     runs = escape._tables.best_runs(table[table["record"] == "escape"], TINY["panel_batch"])
-    assert {(m, b, r) for m, b, r in flat[["method", "batch", "rho"]].iloc[2:].itertuples(index=False)} == runs
+    assert {(m, b, r) for m, b, r in flat[["method", "batch", "value"]].iloc[2:].itertuples(index=False)} == runs
     assert len(flat) == 2 + len(runs) and set(flat["seed"]) == {0}
     assert list(flat["method"].iloc[:2]) == ["bad", "normal"]
     assert (flat[list(escape.FLATNESS)] >= 0).all().all()
@@ -224,7 +320,7 @@ def test_flatness_records(tiny_results):
     assert (flat["top_eigenvalue"] <= flat["hessian_trace"] + 5 * flat["hessian_trace_se"]).all()
     # the end point of a run: the same train/test accuracy as its escape row at the last step
     end = table[(table["record"] == "escape") & (table["step"] == table["step"].max()) & (table["seed"] == 0)]
-    merged = flat.merge(end, on=["method", "batch", "rho", "seed", "step"], suffixes=("", "_run"))
+    merged = flat.merge(end, on=["method", "batch", "knob", "value", "rho", "seed", "step"], suffixes=("", "_run"))
     assert len(merged) == len(runs)
     np.testing.assert_allclose(merged["test_acc"], merged["test_acc_run"], rtol=1e-12)
     # the other records carry the -1 sentinel, never NaN
@@ -267,7 +363,58 @@ def test_best_runs_and_the_claims_by_hand():
     }
     for claim_id, value in expected.items():
         assert audit.loc[claim_id, "measured"] == pytest.approx(value, abs=1e-12), claim_id
-    assert set(audit["verdict"]) == {"threshold met", "consistent: interval contains"}
+    assert set(audit.loc[list(expected), "verdict"]) == {"threshold met", "consistent: interval contains"}
+    # no label-noise SGD or 1-SAM run here: their claims are not run (test_the_field_claims_by_hand has them)
+    assert (audit.loc[[c.id for c in escape.CLAIMS[7:-1]], "verdict"] == "not run").all()
+
+
+def test_the_field_claims_by_hand():
+    """The claims on label-noise SGD and 1-SAM on a table by hand: checkpoints 0, 5, 10, seed 1 0.01 above
+    seed 0 after step 0 (so every paired difference is exact and its interval a point)."""
+    spec = {  # (method, batch, knob, value): test accuracy at steps 0, 5, 10
+        ("sgd", 128, "none", 0.0): (0.5, 0.5, 0.5),
+        ("label_noise_sgd", 128, "sigma", 0.5): (0.5, 0.58, 0.55), ("label_noise_sgd", 128, "sigma", 2.0): (0.5, 0.53, 0.6),
+        ("rs", 128, "rho", 8.0): (0.5, 0.66, 0.88),
+        ("sa", 128, "rho", 0.4): (0.5, 0.7, 0.8), ("sa", 128, "rho", 0.6): (0.5, 0.72, 0.78),
+        ("sa", 1, "rho", 0.2): (0.5, 0.75, 0.9),
+        ("sam_per_sample", 1, "rho", 0.2): (0.5, 0.7, 0.75), ("sam_per_sample", 1, "rho", 0.4): (0.5, 0.8, 0.7),
+    }
+    rows = []
+    for (method, batch, knob, value), accuracies in spec.items():
+        for seed in (0, 1):
+            for step, acc in zip((0, 5, 10), accuracies):
+                worse = method == "sam_per_sample" and value == 0.2 and seed == 1 and step == 10
+                rows.append(dict(method=method, batch=batch, knob=knob, value=value, rho=value if knob == "rho" else 0.0,
+                                 seed=seed, step=step, test_acc=acc + 0.01 * seed * (step > 0),
+                                 train_acc=0.998 if worse else 1.0, loss=0.0, hessian_trace=1.0 - acc,
+                                 hessian_trace_se=0.0))
+    audit = evaluate({"escape": pd.DataFrame(rows)}, claims=escape.CLAIMS).set_index("id")
+    expected = {
+        "escape_label_noise_beats_sgd": 0.1,  # sigma 2 (0.6) against SGD at batch 128 (0.5)
+        "escape_sa_vs_label_noise_best": 0.3,  # SA's best is at batch 1 (0.9)
+        "escape_rs_vs_label_noise_best": 0.28,
+        "escape_sa_vs_one_sam_best": 0.15,  # 1-SAM's best final is rho 0.2 (0.75)
+        "escape_rs_vs_one_sam_best": 0.13,
+        # batch 128: SA at step 5 (its best there: rho 0.6, 0.72) against label-noise SGD at step 10 (0.6);
+        # batch 1: SA and 1-SAM both take 2 gradients a step, so step 10 (0.9 against 0.75): the smaller
+        "escape_sa_vs_field_equal_queries": 0.12,
+        "escape_rs_vs_field_equal_queries": 0.06,  # RS at step 5 (0.66); 1-SAM ran no batch RS ran
+        "escape_best_runs_train_acc_100": 0.998,  # 1-SAM's best run, seed 1
+    }
+    for claim_id, value in expected.items():
+        assert audit.loc[claim_id, "measured"] == pytest.approx(value, abs=1e-12), claim_id
+        assert audit.loc[claim_id, "low"] == pytest.approx(value, abs=1e-12), claim_id
+        assert audit.loc[claim_id, "high"] == pytest.approx(value, abs=1e-12), claim_id
+    assert audit.loc["escape_best_runs_train_acc_100", "verdict"] == "not confirmed"
+    assert (audit.loc[list(expected)[:-1], "verdict"] == "threshold met").all()
+    # a paired interval: seed-to-seed spread of the difference widens it around the mean
+    noisy = pd.DataFrame(rows)
+    noisy.loc[(noisy["method"] == "sgd") & (noisy["seed"] == 1) & (noisy["step"] == 10), "test_acc"] += 0.02
+    row = evaluate({"escape": noisy}, claims=escape.CLAIMS).set_index("id").loc["escape_label_noise_beats_sgd"]
+    from scipy import stats
+    half = stats.t.ppf(0.975, 1) * 0.01  # differences 0.1 and 0.08: mean 0.09, standard error 0.01
+    assert row["measured"] == pytest.approx(0.09 - half) and row["high"] == pytest.approx(0.09 + half)
+    assert row["verdict"] == "not confirmed"
 
 
 def test_the_experiment_is_the_common_contract_only():
@@ -279,7 +426,7 @@ def test_the_experiment_is_the_common_contract_only():
         assert not hasattr(escape, name), name
     assert "__main__" not in open(escape.__file__, encoding="utf-8").read()
     assert escape.CLAIMS and all(type(claim) is Claim and claim.experiment == "escape" for claim in escape.CLAIMS)
-    assert len({claim.id for claim in escape.CLAIMS}) == len(escape.CLAIMS) == 7
+    assert len({claim.id for claim in escape.CLAIMS}) == len(escape.CLAIMS) == 15
 
 
 def test_config_validation():
@@ -294,6 +441,24 @@ def test_config_validation():
         settings(runs=[{"method": "adam", "batch": 8, "rhos": [0.1]}])
     with pytest.raises(ValidationError, match="flatness_seeds"):
         settings(seeds=2, flatness_seeds=3)
+    with pytest.raises(ValidationError, match="knob = 'sigma' is not a parameter of method 'sa'; allowed: rho"):
+        settings(runs=[{"method": "sa", "batch": 8, "knob": "sigma", "values": [0.1]}])
+    with pytest.raises(ValidationError, match="rhos is the rho grid, not that of knob = 'sigma'"):
+        settings(runs=[{"method": "label_noise_sgd", "batch": 8, "rhos": [0.1]}])
+    with pytest.raises(ValidationError, match="needs its grid once"):
+        settings(runs=[{"method": "rs", "batch": 8, "rhos": [0.1], "values": [0.2]}])
+    with pytest.raises(ValidationError, match=r"method 'sgd' has no knob \(rho or sigma\), so its values must be \[0\], got \[0.0, 0.5\]"):
+        settings(runs=[{"method": "sgd", "batch": 8, "values": [0.0, 0.5]}])
+    with pytest.raises(ValidationError, match="label_noise_sgd at batch 8 and sigma 0.5 appears twice"):
+        settings(runs=[{"method": "label_noise_sgd", "batch": 8, "values": [0.5]},
+                       {"method": "label_noise_sgd", "batch": 8, "knob": "sigma", "values": [0.5]}])
+    with pytest.raises(ValidationError, match="values.0"):
+        settings(runs=[{"method": "label_noise_sgd", "batch": 8, "values": [-1.0]}])
+    paper_runs = settings()["runs"]
+    assert [escape._runs.group_grid(g) for g in paper_runs if g["method"] in ("label_noise_sgd", "sam_per_sample")] == [
+        ("sigma", [0.5, 2.0, 8.0]), ("rho", [0.2, 0.3, 0.4])]
+    quick_runs = settings("quick")["runs"]
+    assert [len(escape._runs.group_grid(g)[1]) for g in quick_runs if g["method"] in escape.FIELD] == [1, 1]
     quick, paper = settings("quick"), settings()
     assert quick["steps"] < paper["steps"]
     assert set(quick) == set(paper) == set(escape.Settings.model_fields)

@@ -330,8 +330,8 @@ def problem_oracle(problem) -> Oracle:
         return Oracle(loss, full_loss=full_loss, sample_losses=lambda y: problem.losses_of(y, idx), sample=sample,
                       size=int(idx.shape[0]), minibatch=None if full_loss is not None else minibatch,
                       targets=jnp.asarray(problem.targets)[idx] if labelled else None,
-                      loss_with_targets=(lambda y, t: jnp.mean(problem.square_loss_scale * (
-                          problem.predictions(y)[idx] - t) ** 2)) if labelled else None, source=source)
+                      loss_with_targets=(lambda y, t: jnp.mean(problem.square_losses(
+                          problem.predictions_of(y, idx), t))) if labelled else None, source=source)
 
     def minibatch(key, size):
         idx = jax.random.choice(key, n, (size,), replace=False)

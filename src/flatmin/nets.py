@@ -251,7 +251,8 @@ class RaveledMLP:
 def mlp_problem(model: RaveledMLP, inputs, labels, name: str = "mlp", x0=None):
     """The training loss of ``model`` on ``(inputs, labels)`` as a :class:`flatmin.Problem`
     (Setting 1): ``loss`` = mean per-sample loss, ``sample_losses``, ``batch_losses(x, idx)`` and
-    ``num_samples = n``. ``x0``, if given, becomes the ``initial_point``. Needs JAX's 64-bit mode, as
+    ``num_samples = n``; with the square loss also ``predictions`` (the logits), ``batch_predictions`` and
+    the one-hot ``targets``. ``x0``, if given, becomes the ``initial_point``. Needs JAX's 64-bit mode, as
     every Problem does (:mod:`flatmin._precision`), checked before anything is computed.
     """
     from flatmin.problem import Problem
@@ -267,6 +268,13 @@ def mlp_problem(model: RaveledMLP, inputs, labels, name: str = "mlp", x0=None):
         return model.losses(x, inputs[idx], labels[idx])
 
     start = None if x0 is None else (lambda key, _x0=jnp.asarray(x0): _x0)
+    # the square loss is half the squared error to the one-hot targets: its predictions (the logits) and
+    # targets are what a method that perturbs the targets needs (label-noise SGD)
+    square = model.loss == "mse"
+    labelled = dict(predictions=lambda x: model.logits(x, inputs),
+                    batch_predictions=lambda x, idx: model.logits(x, inputs[idx]),
+                    targets=jax.nn.one_hot(labels, model.sizes[-1], dtype=inputs.dtype),
+                    square_loss_scale=0.5) if square else {}
     return Problem(
         name=name,
         dim=model.dim,
@@ -275,6 +283,7 @@ def mlp_problem(model: RaveledMLP, inputs, labels, name: str = "mlp", x0=None):
         batch_losses=batch_losses,
         num_samples=int(labels.shape[0]),
         initial_point=start,
+        **labelled,
         params={"sizes": model.sizes, "activation": model.activation, "loss": model.loss},
     )
 

@@ -53,9 +53,13 @@ class Problem:
       flattest_distance: optional ``x (d,) -> ()``, the exact distance from ``x`` to the set of
         flattest minima, for families where that set is more than ``flattest_points`` (e.g. all the
         sign flips of a diagonal net's flattest point). Default: the nearest of ``flattest_points``.
-      predictions, targets: optional, for a square loss: ``predictions: x (d,) -> (n,)`` and ``targets``
-        ``(n,)`` with ``sample_losses(x) = square_loss_scale * (predictions(x) - targets)^2``; what a
-        method that perturbs the targets needs (label-noise SGD).
+      predictions, targets: optional, for a square loss: ``predictions: x (d,) -> (n, ...)`` and ``targets``
+        ``(n, ...)`` (one row per sample, e.g. a classifier's logits and one-hot targets) with
+        ``sample_losses(x)_i = square_loss_scale * sum((predictions(x)_i - targets_i)^2)`` (the sum over
+        the trailing axes; a scalar per sample when there are none); what a method that perturbs the
+        targets needs (label-noise SGD).
+      batch_predictions: optional ``(x (d,), idx (B,) int) -> (B, ...)``, the predictions of the samples
+        ``idx``, for when computing all ``n`` is much dearer (default ``predictions(x)[idx]``).
       square_loss_scale: the factor of that square loss (``1/2`` unless given).
       initial_point: optional ``key -> (d,)``: a sharp point near the minima, the default start.
       smoothness: optional bound ``beta`` on the Hessian norm near ``initial_point``; step sizes of
@@ -80,6 +84,7 @@ class Problem:
     flattest_distance: Callable[[Array], Array] | None = None
     predictions: Callable[[Array], Array] | None = None
     targets: Any = None
+    batch_predictions: Callable[[Array, Array], Array] | None = None
     square_loss_scale: float = 0.5
     initial_point: Callable[[Array], Array] | None = None
     smoothness: float | None = None
@@ -131,6 +136,20 @@ class Problem:
                 "SA, SGD and SAM need one"
             )
         return self.sample_losses(x)[idx]
+
+    def predictions_of(self, x: Array, idx: Array) -> Array:
+        """The predictions of the samples ``idx`` (shape ``(B, ...)``; a problem with predictions only)."""
+        if self.predictions is None:
+            raise ValueError(f"Problem {self.name!r} has no predictions and targets (a square loss)")
+        if self.batch_predictions is not None:
+            return self.batch_predictions(x, idx)
+        return self.predictions(x)[idx]
+
+    def square_losses(self, predictions: Array, targets: Array) -> Array:
+        """``square_loss_scale * sum((predictions_i - targets_i)^2)`` per sample (the sum over the trailing
+        axes), shape ``(B,)``: the per-sample losses with the targets replaced."""
+        trailing = tuple(range(1, jnp.ndim(predictions)))
+        return self.square_loss_scale * jnp.sum((predictions - targets) ** 2, axis=trailing)
 
     def distance_to_flattest(self, x: Array) -> Array:
         """Euclidean distance from each row of ``x`` (shape ``(..., d)``) to the flattest minima:

@@ -5,7 +5,8 @@ per-sample losses: with a uniform mini-batch ``B``, ``x <- x - eta * direction``
 registered method with ``f_B`` as the loss at hand (:func:`flatmin.value_and_perturbed_grad`), e.g.
 ``g_B = grad f_B(x)`` for SGD and ``g_B + Proj_perp(g_B)[grad f_B(x + rho s g_B/||g_B||)]`` for SA.
 Trajectories are run side by side (vmap) between checkpoints, step ``t`` keyed by ``fold_in(key, t)``
-(:mod:`flatmin.checkpoints`).
+(:mod:`flatmin.checkpoints`). A method that perturbs the targets (label-noise SGD) gets the
+mini-batch's targets (the problem's ``predictions`` and ``targets``).
 """
 
 from __future__ import annotations
@@ -21,30 +22,68 @@ from flatmin.method import get_method
 from flatmin.perturbed import value_and_perturbed_grad
 
 
-def minibatch_step(problem, method: str, batch_size: int, **options) -> Callable:
-    """``step(x, key, eta, rho) -> x_next``: one step of ``method`` (a registered method without state)
+def main_knob(method: str) -> str | None:
+    """The real-valued parameter a sweep of ``method`` runs over: ``rho`` (RS, SA, SAM, 1-SAM), ``sigma``
+    (label-noise SGD), or None for a method with neither (SGD)."""
+    params = get_method(method).params
+    return next((k for k in KNOBS if k in params), None)
+
+
+#: The knobs :func:`minibatch_step` sweeps, in the order :func:`main_knob` looks for them.
+KNOBS = ("rho", "sigma")
+
+
+def minibatch_step(problem, method: str, batch_size: int, knob: str | None = "main", **options) -> Callable:
+    """``step(x, key, eta, value) -> x_next``: one step of ``method`` (a registered method without state)
     on a uniform mini-batch of ``problem`` (module docstring), with its other parameters ``options``.
 
-    ``eta`` and ``rho`` may be traced, so one compilation serves every radius; ``rho`` is ignored by a
-    method without one. ``key`` splits into a batch key and a perturbation key the same way for every
-    method: one key draws the same mini-batch whatever the method, and ``rho = 0`` gives the SGD step
-    exactly. A larger batch is drawn without replacement.
+    ``value`` is the method's parameter ``knob`` (default ``"main"``: :func:`main_knob`, e.g. ``rho``
+    of RS and SA, ``sigma`` of label-noise SGD; ignored by a method without one, e.g. SGD); ``eta``
+    and ``value`` may be traced, so one compilation serves every value. ``key`` splits into a batch key
+    and a perturbation key the same way for every method: one key draws the same mini-batch whatever the
+    method, and ``rho = 0`` (``sigma = 0``) gives the SGD step exactly. A larger batch is drawn without
+    replacement. A method that perturbs the targets (label-noise SGD) gets the batch's targets and its
+    loss with them replaced (``targets=(get, put)`` of the model API): the problem's
+    ``predictions_of`` and ``targets``, whose square loss is the problem's.
     """
-    takes_rho = "rho" in get_method(method).params
-    value_and_perturbed_grad(lambda x, idx: 0.0, method, **options, **({"rho": 0.0} if takes_rho else {}))
+    found = get_method(method)
+    if knob == "main":
+        knob = main_knob(method)
+    elif knob is not None and (knob not in found.params or not found.params[knob].traced):
+        allowed = [k for k, p in found.params.items() if p.traced] or ["none"]
+        raise ValueError(f"minibatch_step: knob {knob!r} is not a real parameter of method {found.name!r}; "
+                         f"allowed: {', '.join(allowed)}")
+    takes_knob = knob is not None and knob in found.params
+    labelled = "targets" in found.needs
+    if labelled and problem.predictions is None:
+        raise ValueError(f"minibatch_step: method {found.name!r} perturbs the targets: problem {problem.name!r} "
+                         "has no predictions and targets (a square loss)")
     n = problem.num_samples
+    if labelled:
+        targets = jnp.asarray(problem.targets)
 
-    def batch_loss(x, idx):
-        return jnp.mean(problem.losses_of(x, idx))
+        def batch_loss(x, batch):  # batch = (idx, the targets of idx, maybe replaced)
+            idx, t = batch
+            return jnp.mean(problem.square_losses(problem.predictions_of(x, idx), t))
 
-    def step(x, key, eta, rho):
+        io = {"targets": (lambda batch: batch[1], lambda batch, t: (batch[0], t))}
+        as_batch = lambda idx: (idx, targets[idx])  # noqa: E731
+    else:
+        def batch_loss(x, idx):
+            return jnp.mean(problem.losses_of(x, idx))
+
+        io, as_batch = {}, lambda idx: idx  # noqa: E731
+    # checks the method and its options now, not inside the compiled step
+    value_and_perturbed_grad(batch_loss, method, **io, **options, **({knob: 0.0} if takes_knob else {}))
+
+    def step(x, key, eta, value):
         k_batch, k_pert = jax.random.split(key)
         if batch_size == 1:
             idx = jax.random.randint(k_batch, (1,), 0, n)
         else:
             idx = jax.random.choice(k_batch, n, (batch_size,), replace=False)
-        radius = {"rho": rho} if takes_rho else {}
-        _, g = value_and_perturbed_grad(batch_loss, method, **options, **radius)(x, idx, k_pert)
+        given = {knob: value} if takes_knob else {}
+        _, g = value_and_perturbed_grad(batch_loss, method, **io, **options, **given)(x, as_batch(idx), k_pert)
         return x - eta * g
 
     return step

@@ -10,17 +10,23 @@ initialization, clean SGD from scratch) is the reference. The training loss is t
 one-hot targets (Setting 1: ``l`` minimized at ``p = y``; with cross-entropy 100% training accuracy is
 not a minimum and the trace keeps falling as the margins grow); the confusion pre-training uses
 cross-entropy, which memorizes the random labels. From the bad minimizer, at one constant small step
-size ``eta``, the run groups of ``runs`` (SGD, RS and SA at several ``rho`` and batch sizes, over seeds)
-take mini-batch steps: with a uniform mini-batch ``B`` and ``g_B = grad f_B(x)``::
+size ``eta``, the run groups of ``runs`` (a method, its options, a batch size and a grid over the method's
+knob: ``rho`` of RS, SA and 1-SAM, ``sigma`` of label-noise SGD; over seeds) take mini-batch steps: with a
+uniform mini-batch ``B``, ``g_B = grad f_B(x)`` and ``f_i`` the sample losses ``l(p_i(x), y_i)``::
 
-    SGD:  x <- x - eta * g_B
-    RS :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * g)]),        g ~ U(S^{d-1})
-    SA :  x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * s * g_B/||g_B||)]),  s ~ U{-1,+1}
+    SGD:             x <- x - eta * g_B
+    RS :             x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * g)]),        g ~ U(S^{d-1})
+    SA :             x <- x - eta * (g_B + Proj_perp(g_B)[grad f_B(x + rho * s * g_B/||g_B||)]),  s ~ U{-1,+1}
+    label-noise SGD: x <- x - eta * grad_x mean_{i in B} l(p_i(x), y_i + sigma * xi_i),   xi_i ~ N(0, I)
+    1-SAM:           x <- x - eta * mean_{i in B} grad f_i(x + rho * g_i/||g_i||),       g_i = grad f_i(x)
+
+(label-noise SGD: Damian, Ma, Lee 2021, the baseline of this very construction; 1-SAM: m-sharpness with
+m = 1, which regularizes the trace, Wen, Ma, Li 2023; at batch size 1 it is SAM at batch size 1)
 
 (:func:`flatmin.training.minibatch_step`, the library's methods with the batch as the loss at hand; SA
 projects on the batch gradient, gate open, no Remark 2 fallback). With ``rho = 0`` RS and SA are SGD
-exactly, and seed ``s`` draws the same mini-batches for every method: the SGD run is a
-common-random-numbers control. Training and test accuracy, training loss and the Hessian trace
+exactly (so is label-noise SGD with ``sigma = 0``), and seed ``s`` draws the same mini-batches for every
+method: the SGD run is a common-random-numbers control. Training and test accuracy, training loss and the Hessian trace
 (Hutchinson, the same probes at every checkpoint) are recorded; at both minimizers and at the end points
 of the best runs (seeds ``0..flatness_seeds-1``) Definition 3 on the network (:func:`flatmin.model_flatness`:
 ``||dPhi grad trbar||``, the trace and the top Hessian eigenvalue).
@@ -32,7 +38,10 @@ and the claims.
 
 Results table (:func:`compute`), one row per record: ``record`` ("minimizer", "escape" or "flatness"),
 ``method`` (minimizer rows: "bad", "normal", "confusion"; escape rows: the run group's method; flatness
-rows: "bad", "normal" or a method), ``batch``, ``rho``, ``seed``, ``step``, the :data:`METRICS`
+rows: "bad", "normal" or a method), ``method_options`` (the group's options, ``k=v, ...``), ``batch``,
+``knob`` (the parameter the group's grid runs over: "rho", "sigma", or "none" for SGD and the minimizers),
+``value`` (its value: a run is keyed by ``method, batch, value``), ``rho`` (the value where the knob is
+rho, else 0), ``seed``, ``step``, the :data:`METRICS`
 (``train_acc``, ``test_acc``, ``loss``, ``hessian_trace``, ``hessian_trace_se``: the unnormalized
 ``tr Hess f`` of the training loss at the point), the :data:`FLATNESS` (flatness rows; -1 elsewhere),
 ``param_norm`` and ``epochs`` (minimizer rows; -1 elsewhere) and ``seconds`` (wall time of building the
@@ -52,15 +61,20 @@ from pydantic import Field, model_validator
 import flatmin.settings
 from flatmin.claims import Claim, NotRun, point_estimate
 from flatmin.experiments.escape import _figure, _runs
+from flatmin.experiments.escape._field import (FIELD, LABEL_NOISE, ONE_SAM,  # noqa: F401 (FIELD: the field's methods)
+                                               _against_field_equal_queries, _best_against_best_of, _best_runs_train_acc)
+from flatmin.experiments.escape._runs import group_grid
 from flatmin.experiments.escape._tables import FLATNESS, METRICS, escape_rows, final_table  # noqa: F401 (the columns)
+from flatmin.method import get_method
 from flatmin.settings import Count, MethodName, Spec, StepParams
 
 ORDER = 6
 CAPTION = (
     "Escape from a sharp global minimizer on real data (the paper's Figure 3 at CPU scale): test "
     "accuracy and Hessian trace of an MLP started at a badly generalizing minimizer, for the run groups "
-    "of the config (the methods over several rho at one batch size, and SA over several batch sizes), "
-    "mean and band over seeds. The results table also holds Definition 3 measured on the network "
+    "of the config (the methods over a grid of their knob, rho or sigma, at one batch size, and SA over "
+    "several batch sizes), mean and band over seeds; column (d) sets each method's best run, the field's "
+    "label-noise SGD and 1-SAM included, against the mini-batch gradients it took. The results table also holds Definition 3 measured on the network "
     "(flatmin.model_flatness): the tangent gradient of the normalized trace, the trace and the top "
     "Hessian eigenvalue at both minimizers and at the end points of the best runs."
 )
@@ -72,15 +86,48 @@ Loss = Literal["mse", "ce"]
 _SA_OPTIONS = {"projection": "batch", "fallback": False}
 
 
+#: The knobs a run group's grid may run over (:func:`flatmin.training.main_knob`): the radius of RS, SA,
+#: SAM and 1-SAM, the label-noise scale of label-noise SGD.
+KNOBS = ("rho", "sigma")
+_Values = list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+
+
 class RunGroup(Spec):
     method: MethodName = Field(description="the method of the group, a registered method without state "
                                "(flatmin.list_methods())")
     options: StepParams = Field({}, description=(
-        "the method's parameters other than rho (flatmin.get_method(method).params), e.g. SA's "
+        "the method's parameters other than its knob (flatmin.get_method(method).params), e.g. SA's "
         "{projection: batch, fallback: false}"))
     batch: Count = Field(ge=1, description="mini-batch size of the group, an integer in [1, n_train]")
-    rhos: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(min_length=1, description=(
-        "perturbation radii of the group, a non-empty list of finite numbers >= 0 (0 is SGD)"))
+    knob: Literal["rho", "sigma"] | None = Field(None, description=(
+        "the method's parameter the grid runs over: rho (RS, SA, SAM, 1-SAM) or sigma (label-noise SGD); "
+        "default the method's own (none for SGD)"))
+    values: _Values | None = Field(None, min_length=1, description=(
+        "the grid of the knob, a non-empty list of finite numbers >= 0 (0 is SGD); or give rhos"))
+    rhos: _Values | None = Field(None, min_length=1, description=(
+        "the rho grid (the same as knob: rho, values: [...]), a non-empty list of finite numbers >= 0 (0 is SGD)"))
+
+    @model_validator(mode="after")
+    def _one_grid(self):
+        if (self.values is None) == (self.rhos is None):
+            raise ValueError(f"the {self.method} group needs its grid once: values (with knob) or rhos, "
+                             f"got values = {self.values!r}, rhos = {self.rhos!r}")
+        knob, values = group_grid(self.model_dump())
+        if self.rhos is not None and knob not in (None, "rho"):
+            raise ValueError(f"the {self.method} group: rhos is the rho grid, not that of knob = {knob!r}; "
+                             "give knob and values instead")
+        if knob is None and any(v != 0 for v in values):
+            raise ValueError(f"the {self.method} group: method {self.method!r} has no knob (rho or sigma), so its "
+                             f"values must be [0], got {values!r}")
+        params = get_method(self.method).params
+        if self.knob is not None and self.knob not in params:
+            allowed = [k for k in KNOBS if k in params]
+            raise ValueError(f"the {self.method} group: knob = {self.knob!r} is not a parameter of method "
+                             f"{self.method!r}; allowed: {', '.join(allowed) or 'none (leave knob out)'}")
+        if knob is not None:
+            for v in values:
+                params[knob].check(f"the {self.method} group", knob, v)
+        return self
 
 
 class Settings(flatmin.settings.Settings):
@@ -129,8 +176,12 @@ class Settings(flatmin.settings.Settings):
          {"method": "sa", "batch": 128, "rhos": [0.2, 0.4, 0.6], "options": _SA_OPTIONS},
          {"method": "sa", "batch": 64, "rhos": [0.2], "options": _SA_OPTIONS},
          {"method": "sa", "batch": 16, "rhos": [0.2], "options": _SA_OPTIONS},
-         {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS}],
-        min_length=1, description="the escape runs, a non-empty list of {method: sgd|rs|sa, batch: B, rhos: [rho...]}")
+         {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS},
+         {"method": "label_noise_sgd", "batch": 128, "knob": "sigma", "values": [0.5, 2.0, 8.0]},
+         {"method": "sam_per_sample", "batch": 1, "knob": "rho", "values": [0.2, 0.3, 0.4]}],
+        min_length=1, description=(
+            "the escape runs, a non-empty list of {method, options, batch: B, knob: rho|sigma, values: [...]} "
+            "(or rhos: [...] for a rho grid; the grids of the paper profile: docs/escape_notes.md)"))
     trace_probes: Count = Field(20, ge=2, description=(
         "Hutchinson probes per trace measurement (the same at every checkpoint: common random numbers), an "
         "integer >= 2 (the standard error needs two)"))
@@ -149,7 +200,7 @@ class Settings(flatmin.settings.Settings):
     control: MethodName = Field("sgd", description="the control method, drawn dashed in every panel")
     panel_a: dict[MethodName, list[Annotated[float, Field(ge=0)]]] = Field(
         {"rs": [0.4, 8.0], "sa": [0.4, 0.6]}, description=(
-            "the curves of panel (a), {method: [rho, ...]} (among the runs' methods and rhos)"))
+            "the curves of panel (a), {method: [value, ...]} (among the runs' methods and their knobs' values)"))
     panel_batch: Count = Field(128, ge=1, description="batch size of panels (a) and (b), an integer >= 1 (one of the runs' batches)")
     batch_method: MethodName = Field("sa", description="the method of panel (c), drawn at every batch size it ran")
     batch_rho: float = Field(0.2, ge=0, description="rho of panel (c), a number >= 0")
@@ -158,10 +209,12 @@ class Settings(flatmin.settings.Settings):
     def _consistent(self):
         seen = set()
         for group in self.runs:
-            for rho in group.rhos:
-                if (group.method, group.batch, rho) in seen:  # the tables key runs on these three
-                    raise ValueError(f"runs: {group.method} at batch {group.batch} and rho {rho:g} appears twice")
-                seen.add((group.method, group.batch, rho))
+            knob, values = group_grid(group.model_dump())
+            for value in values:
+                if (group.method, group.batch, value) in seen:  # the tables key runs on these three
+                    raise ValueError(f"runs: {group.method} at batch {group.batch} and {knob or 'value'} {value:g} "
+                                     "appears twice")
+                seen.add((group.method, group.batch, value))
             if group.batch > self.n_train:
                 raise ValueError(f"runs: batch {group.batch} of the {group.method} group exceeds n_train = {self.n_train}")
         if self.flatness_seeds > self.seeds:
@@ -184,6 +237,8 @@ PRESETS = {
             {"method": "sa", "batch": 128, "rhos": [0.4], "options": _SA_OPTIONS},
             {"method": "sa", "batch": 64, "rhos": [0.2], "options": _SA_OPTIONS},
             {"method": "sa", "batch": 1, "rhos": [0.2], "options": _SA_OPTIONS},
+            {"method": "label_noise_sgd", "batch": 128, "knob": "sigma", "values": [2.0]},
+            {"method": "sam_per_sample", "batch": 1, "knob": "rho", "values": [0.2]},
         ],
     },
 }
@@ -356,4 +411,44 @@ CLAIMS = (
     Claim("escape_trace_falls_as_test_rises", "§1, Figure 3", "The trace falls as test accuracy rises "
           "(Spearman correlation of their changes over runs)", "escape",
           point_estimate(_trace_test_correlation), 0.0, 0.0, "below", "< 0"),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# The field's methods against RS and SA (issue 22): label-noise SGD (Damian, Ma, Lee 2021: their own
+# baseline for this construction) and 1-SAM (Wen, Ma, Li 2023: it regularizes the trace). A seed draws the
+# same mini-batches for every method at a batch size, so two runs are compared by the paired differences
+# of their test accuracies over their common seeds; the statistic is the lower end of the 95% Student-t
+# interval of the mean difference (the interval itself is the claim's), so "> 0" says the difference is
+# resolved over the seeds (the statistics: :mod:`._field`).
+
+_DAMIAN, _WEN = "Damian, Ma, Lee, NeurIPS 2021", "Wen, Ma, Li, ICLR 2023"
+_PAIRED = "lower end of the 95% interval over seeds of the paired difference of final test accuracies"
+_BEST = "each at the best value of its grid over every batch size, by mean final test accuracy"
+_QUERIES = ("at equal mini-batch gradient queries (SGD and label-noise SGD take 1 per step, RS, SA and 1-SAM 2: "
+            "the checkpoints of the largest equal budget), each at its best value there, smallest margin over "
+            "label-noise SGD and 1-SAM; lower end of the 95% interval of the paired difference of test accuracies")
+CLAIMS = CLAIMS + (
+    Claim("escape_label_noise_beats_sgd", _DAMIAN, "Label-noise SGD at its best sigma escapes the sharp minimizer "
+          f"more than SGD at the same batch size ({_PAIRED})", "escape",
+          _best_against_best_of(LABEL_NOISE, "sgd", at_first_batch=True), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_sa_vs_label_noise_best", f"Figure 3; {_DAMIAN}", "SA escapes more than label-noise SGD, best "
+          f"against best ({_BEST}; {_PAIRED})", "escape", _best_against_best_of("sa", LABEL_NOISE), 0.0, 0.0,
+          "above", "> 0"),
+    Claim("escape_rs_vs_label_noise_best", f"Figure 3; {_DAMIAN}", "RS escapes more than label-noise SGD, best "
+          f"against best ({_BEST}; {_PAIRED})", "escape", _best_against_best_of("rs", LABEL_NOISE), 0.0, 0.0,
+          "above", "> 0"),
+    Claim("escape_sa_vs_one_sam_best", f"Figure 3; {_WEN}", "SA escapes more than 1-SAM, best against best "
+          f"({_BEST}; {_PAIRED})", "escape", _best_against_best_of("sa", ONE_SAM), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_rs_vs_one_sam_best", f"Figure 3; {_WEN}", "RS escapes more than 1-SAM, best against best "
+          f"({_BEST}; {_PAIRED})", "escape", _best_against_best_of("rs", ONE_SAM), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_sa_vs_field_equal_queries", f"Figure 3; {_DAMIAN}; {_WEN}", "SA escapes more than the field's "
+          f"methods at equal gradient queries and batch size ({_QUERIES})", "escape",
+          _against_field_equal_queries("sa"), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_rs_vs_field_equal_queries", f"Figure 3; {_DAMIAN}; {_WEN}", "RS escapes more than the field's "
+          f"methods at equal gradient queries and batch size ({_QUERIES})", "escape",
+          _against_field_equal_queries("rs"), 0.0, 0.0, "above", "> 0"),
+    Claim("escape_best_runs_train_acc_100", "Figure 3", "Each method's best run (by mean final test accuracy) "
+          "ends at 100% training accuracy (smallest final training accuracy over seeds and methods)", "escape",
+          point_estimate(_best_runs_train_acc), 1.0, 0.0, "equal", "1"),
 )
