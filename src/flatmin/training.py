@@ -22,15 +22,15 @@ from flatmin.method import get_method
 from flatmin.perturbed import value_and_perturbed_grad
 
 
+#: The knobs :func:`minibatch_step` sweeps, in the order :func:`main_knob` looks for them.
+KNOBS = ("rho", "sigma")
+
+
 def main_knob(method: str) -> str | None:
     """The real-valued parameter a sweep of ``method`` runs over: ``rho`` (RS, SA, SAM, 1-SAM), ``sigma``
     (label-noise SGD), or None for a method with neither (SGD)."""
     params = get_method(method).params
     return next((k for k in KNOBS if k in params), None)
-
-
-#: The knobs :func:`minibatch_step` sweeps, in the order :func:`main_knob` looks for them.
-KNOBS = ("rho", "sigma")
 
 
 def minibatch_step(problem, method: str, batch_size: int, knob: str | None = "main", **options) -> Callable:

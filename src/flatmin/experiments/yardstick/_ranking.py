@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -45,7 +47,7 @@ def ranking(results: pd.DataFrame) -> pd.DataFrame:
             if status.startswith("not "):
                 cell.update(flat="—", key=(np.inf, np.inf, 2), queries="—", trbar="—", setting="")
             else:
-                cell["setting"] = group["setting"].iloc[0]
+                cell["setting"] = _readable(group["setting"].iloc[0])
                 queries = np.where(group["flat"].to_numpy(bool), group["gradient_queries"], np.inf)
                 median, low, high = median_with_interval(queries)
                 cell.update(flat=f"{int(group['flat'].sum())}/{len(group)}", key=(median, -group["flat"].mean(), 0),
@@ -62,3 +64,10 @@ def ranking(results: pd.DataFrame) -> pd.DataFrame:
                          "flattest trbar": "unknown" if pd.isna(cell["flattest trbar"]) else f"{cell['flattest trbar']:.4g}",
                          "status": cell["status"]})
     return pd.DataFrame(rows)
+
+
+def _readable(setting: str) -> str:
+    """The tuned setting (JSON) with its numbers to 4 significant digits (a step size of 0.14 rather than
+    its float64 expansion)."""
+    return ", ".join(f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
+                     for key, value in json.loads(setting).items())
