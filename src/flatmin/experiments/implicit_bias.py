@@ -286,8 +286,9 @@ def plot(results: pd.DataFrame, config: dict):
                 f"σ = {wide['sigma'].dropna().iloc[0]:g}")
     c.legend(fontsize=7)
     seeds = results["seed"].nunique()
-    fig.suptitle(f"Implicit bias: 1-SAM lowers the trace, SAM the top eigenvalue; Anti-PGD leaves the widening "
-                 f"valley ({seeds} seeds)", fontsize=11)
+    # the title names what is measured; whether 1-SAM, SAM and Anti-PGD do what the papers say is the audit's
+    fig.suptitle(f"Implicit bias: where 1-SAM and SAM end along the split valley's minima, and the trace under "
+                 f"Anti-PGD, GD and perturbed GD in the widening valley ({seeds} seeds)", fontsize=11)
     return fig
 
 
