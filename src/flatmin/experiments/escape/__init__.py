@@ -61,7 +61,8 @@ from flatmin.experiments.escape import _figure, _runs
 from flatmin.experiments.escape._field import (FIELD, LABEL_NOISE, ONE_SAM,  # noqa: F401 (FIELD: the field's methods)
                                                _against_field_equal_queries, _best_against_best_of, _best_runs_train_acc)
 from flatmin.experiments.escape._settings import KNOBS, PRESETS, RunGroup, Settings  # noqa: F401 (the contract)
-from flatmin.experiments.escape._tables import FLATNESS, METRICS, escape_rows, final_table  # noqa: F401 (the columns)
+from flatmin.experiments.escape._tables import (FLATNESS, METRICS, claim_finals, escape_rows,  # noqa: F401 (the columns)
+                                                final_table)
 
 ORDER = 6
 CAPTION = (
@@ -115,13 +116,6 @@ def plot(results: pd.DataFrame, config: dict):
 # seeds (final_table); a difference of test accuracies is a margin beyond 2 standard errors over seeds.
 
 
-def _final(results: pd.DataFrame) -> pd.DataFrame:
-    escape = escape_rows(results)
-    if escape.empty:
-        raise NotRun("no escape rows")
-    return final_table(escape)
-
-
 def _accuracy(fin: pd.DataFrame, method: str, batch) -> tuple[pd.Series, pd.Series]:
     """The mean final test accuracy of ``method``'s runs at ``batch`` and its standard error over seeds,
     indexed by rho."""
@@ -145,7 +139,7 @@ def _margins(statistic, missing: str, reduce=min):
     batch size has one."""
 
     def measure(results):
-        fin = _final(results)
+        fin = claim_finals(results)
         values = [v for v in (statistic(fin, batch) for batch in _rs_sa_batches(fin)) if v is not None]
         if not values:
             raise NotRun(missing)
@@ -156,7 +150,7 @@ def _margins(statistic, missing: str, reduce=min):
 
 def _sgd_stays(results) -> float:
     """The largest |change of SGD's final test accuracy|."""
-    sgd = _final(results).query("method == 'sgd'")
+    sgd = claim_finals(results).query("method == 'sgd'")
     if sgd.empty:
         raise NotRun("no SGD run")
     return float(sgd["d_test_acc_mean"].abs().max())
@@ -191,7 +185,7 @@ def _smaller_rho(fin, batch):
 def _smallest_batch_best(results) -> float:
     """At every SA rho run at >= 2 batch sizes: the smallest batch's final test accuracy minus the best of
     the larger batches'; the smallest over the rhos."""
-    sa = _final(results).query("method == 'sa'")
+    sa = claim_finals(results).query("method == 'sa'")
     values = []
     for r in sorted(sa["rho"].unique()):
         sub = sa[np.isclose(sa["rho"], r)].sort_values("batch")
@@ -215,7 +209,7 @@ def _trace_test_correlation(results) -> float:
     """Spearman correlation, over the runs, of the mean changes of the Hessian trace and of the test accuracy."""
     from scipy.stats import spearmanr
 
-    fin = _final(results)
+    fin = claim_finals(results)
     if len(fin) < 3:
         raise NotRun(f"a correlation over the runs needs 3 escape runs, found {len(fin)}")
     return float(spearmanr(fin["d_hessian_trace_mean"], fin["d_test_acc_mean"]).statistic)

@@ -12,14 +12,7 @@ import pandas as pd
 from flatmin.analysis import Estimate, mean_with_ci
 from flatmin.claims import NotRun
 from flatmin.experiments.escape._figure import _options, gradients_per_step
-from flatmin.experiments.escape._tables import escape_rows, final_table
-
-
-def _final(results: pd.DataFrame) -> pd.DataFrame:
-    escape = escape_rows(results)
-    if escape.empty:
-        raise NotRun("no escape rows")
-    return final_table(escape)
+from flatmin.experiments.escape._tables import claim_finals, escape_rows
 
 
 LABEL_NOISE, ONE_SAM = "label_noise_sgd", "sam_per_sample"
@@ -27,10 +20,10 @@ LABEL_NOISE, ONE_SAM = "label_noise_sgd", "sam_per_sample"
 FIELD = (LABEL_NOISE, ONE_SAM)
 
 
-def _per_seed(escape: pd.DataFrame, method: str, batch, value, step) -> pd.Series:
+def _per_seed(escape: pd.DataFrame, method: str, batch, value, step, column: str = "test_acc") -> pd.Series:
     rows = escape[(escape["method"] == method) & (escape["batch"] == batch) & np.isclose(escape["value"], value)
                   & (escape["step"] == step)]
-    return rows.set_index("seed")["test_acc"]
+    return rows.set_index("seed")[column]
 
 
 def _best_run(fin: pd.DataFrame, method: str, batch=None) -> tuple[int, float]:
@@ -59,7 +52,7 @@ def _best_against_best_of(first: str, second: str, at_first_batch: bool = False)
 
     def measure(results):
         escape = escape_rows(results)
-        fin = _final(results)
+        fin = claim_finals(results)
         b1, v1 = _best_run(fin, first)
         b2, v2 = _best_run(fin, second, b1 if at_first_batch else None)
         last = escape["step"].max()
@@ -110,12 +103,10 @@ def _against_field_equal_queries(method: str):
 def _best_runs_train_acc(results) -> float:
     """The smallest final training accuracy, over the seeds, of each method's best run (over every batch,
     by mean final test accuracy); the smallest over the methods."""
-    escape, fin = escape_rows(results), _final(results)
+    escape, fin = escape_rows(results), claim_finals(results)
     last = escape["step"].max()
     worst = []
     for method in dict.fromkeys(fin["method"]):
         batch, value = _best_run(fin, method)
-        rows = escape[(escape["method"] == method) & (escape["batch"] == batch) & np.isclose(escape["value"], value)
-                      & (escape["step"] == last)]
-        worst.append(float(rows["train_acc"].min()))
+        worst.append(float(_per_seed(escape, method, batch, value, last, "train_acc").min()))
     return min(worst)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from flatmin.claims import NotRun
 from flatmin.nets import FLATNESS, METRICS
 
 __all__ = ["FLATNESS", "METRICS", "RUN_KEYS", "best_runs", "escape_rows", "final_table", "flatness_table", "minimizer_rows"]
@@ -89,3 +90,12 @@ def flatness_table(results: pd.DataFrame) -> pd.DataFrame:
     table = rows.groupby(keys, sort=False)[columns].mean().reset_index()
     table.insert(3, "seeds", rows.groupby(keys, sort=False).size().to_numpy())
     return table
+
+
+def claim_finals(results: pd.DataFrame) -> pd.DataFrame:
+    """:func:`final_table` of the escape rows of ``results``, for a claim: :class:`flatmin.claims.NotRun`
+    where there are none."""
+    escape = escape_rows(results)
+    if escape.empty:
+        raise NotRun("no escape rows")
+    return final_table(escape)
