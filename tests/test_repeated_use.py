@@ -55,6 +55,23 @@ def _calls(params, batch, hyperbola):
         "hutchinson_trace": lambda: flatmin.hutchinson_trace(hyperbola, x, key, 10),
         "run": lambda: flatmin.run(hyperbola, "sa", x, run_params, 20, 2, eps=0.1).final,
     })
+    # the field's methods: per-sample perturbations, perturbed targets, a method with state
+    targets = (lambda b: b[1], lambda b, t: (b[0], t))
+    field = {"sam_per_sample": {"rho": 0.1}, "perturbed_gd": {"sigma": 0.5}}
+    calls.update({f"value_and_perturbed_grad {m}": (lambda m=m, p=p: flatmin.value_and_perturbed_grad(_loss, m, **p)(
+        params, batch, key)) for m, p in field.items()})
+    calls["value_and_perturbed_grad label_noise_sgd"] = lambda: flatmin.value_and_perturbed_grad(
+        _loss, "label_noise_sgd", sigma=0.5, targets=targets)(params, batch, key)
+
+    def anti_pgd():
+        gradient = flatmin.perturbed_gradient(_loss, "anti_pgd", sigma=0.5)
+        return gradient(params, gradient.init(params), batch, key)
+
+    calls["perturbed_gradient anti_pgd"] = anti_pgd
+    labelled = flatmin.make_problem("hyperbola", depth=2)  # the family gives its predictions and targets
+    calls.update({f"run {m}": (lambda m=m, problem=problem: flatmin.run(
+        problem, m, None, {"eta": 0.05, "sigma": 0.5}, 20, 2).final)
+        for m, problem in (("label_noise_sgd", labelled), ("anti_pgd", hyperbola))})
     return calls
 
 
