@@ -147,8 +147,8 @@ def _split_part(config, problem, x0, u_trace, u_top) -> pd.DataFrame:
         final = np.full(steps.shape, np.nan)
         # Phi(x_T) as the end of plain GD from x_T: the split valley's normal curvatures (>= 1) make
         # phi_gd_steps of step eta contract the distance to the minima below 1e-20, and GD's limit
-        # differs from the flow's by O(eta |w|^2) (1e-12 here against flatmin.limit_map, which costs a
-        # 5 s compilation of the ODE integrator)
+        # differs from the flow's by O(eta |w|^2) (1e-12 here against flatmin.limit_map, whose ODE
+        # integrator would be compiled for this one use)
         final[:, -1] = np.asarray(run.descend(run.iterates[:, -1], config["phi_gd_steps"]))[:, 0]
         frames.append(_rows("split", "valley_split", method, seeds.ravel(), steps.ravel(), params,
                             position=run.iterates[:, :, 0].ravel(), limit_position=final.ravel(),

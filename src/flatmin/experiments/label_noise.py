@@ -78,7 +78,7 @@ _DIAGONAL_NET = {
     # the drift; eta beta = 0.3 keeps a single sample's curvature (~n beta) stable. At sigma = 3 the excess
     # trace is ~5% at 12000 steps, ~1% at 20000. No eps: 50 GD steps do not bring the noisy iterates within any
     # small eps of the minima, whose sparse coordinates are flat directions of f (quartic); Phi is then taken at
-    # the iterate itself (final_gd_steps 0; Phi after 50 GD steps costs ~9 s more on the numerical flow).
+    # the iterate itself (final_gd_steps 0: Phi after 50 GD steps would add a numerical flow per checkpoint).
     "label": "diagonal_net",
     "problem": {"name": "diagonal_net", "params": {"n": 10, "p": 30, "sparsity": 3, "seed": 0}},
     "eta": 0.3, "sigma": 3.0, "batch_size": 1, "steps": 20000, "records": 20, "eps": None, "final_gd_steps": 0,
@@ -149,8 +149,8 @@ class Settings(flatmin.settings.Settings):
 
 PRESETS = {
     # The crossing comes at slow time ~0.34 (log(D_0 / D_level) / 4), the seeds within ~2% of it: a budget of 0.6.
-    # The diagonal net is left out (its claim reads "not run"): its compiled loop and numerical flow take ~10 s
-    # on their own, the quick profile's whole budget.
+    # The diagonal net is left out (its claim reads "not run"): its compiled loop and numerical flow alone
+    # would cost as much as the quick profile gives this experiment.
     "quick": {
         "problems": [_HYPERBOLA],
         "seeds": 4,
